@@ -1,0 +1,36 @@
+# One-command entry points (see README). Two virtualenvs: DVC pins antlr4 4.9 which breaks Dagster's
+# asset-selection parser, so DVC lives in its own (.dvc-venv) and calls the project's `dagster`.
+PYTHON ?= python3
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export GX_ANALYTICS_ENABLED := false
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup demo test repro dagster-ui clean-data
+
+setup: .venv/.installed .dvc-venv/.installed
+
+.venv/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+	touch $@
+
+.dvc-venv/.installed:
+	$(PYTHON) -m venv .dvc-venv
+	.dvc-venv/bin/pip install -q --disable-pip-version-check "dvc>=3.60,<4"
+	touch $@
+
+demo: setup
+	.venv/bin/dozens demo
+
+test: setup
+	.venv/bin/pytest -q
+
+repro: setup
+	.venv/bin/dozens generate
+	.dvc-venv/bin/dvc repro
+
+dagster-ui: setup
+	.venv/bin/dagster dev -m orchestration.definitions
+
+clean-data:
+	rm -rf data/stores .dagster_home

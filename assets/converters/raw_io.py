@@ -1,0 +1,93 @@
+"""Reading raw annotation files with errors that name the file, the field and what was expected."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class RawDataError(ValueError):
+    """A raw input file is missing, truncated or malformed."""
+
+    def __init__(self, path, field: str | None, expected: str, got: str | None = None):
+        self.path, self.field, self.expected, self.got = Path(path), field, expected, got
+        where = f"{path}" + (f": field {field!r}" if field else "")
+        super().__init__(f"{where}: expected {expected}" + (f", got {got}" if got is not None else ""))
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise RawDataError(path, None, "an existing file", "no such file")
+    return path
+
+
+def load_json(path: Path):
+    require_file(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RawDataError(path, None, "valid JSON", f"a parse error ({exc})") from None
+
+
+def json_field(obj: dict, key: str, path: Path, parent: str = ""):
+    name = f"{parent}.{key}" if parent else key
+    if not isinstance(obj, dict) or key not in obj:
+        raise RawDataError(path, name, "the field to be present", "it is missing")
+    return obj[key]
+
+
+def as_array(value, path: Path, field: str, shape: tuple, dtype=np.float64) -> np.ndarray:
+    """Convert a parsed value to an array of the given shape (-1 = any length) with finite numbers."""
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise RawDataError(path, field, f"numbers of shape {shape}", repr(value)[:80]) from None
+    if not _shape_matches(arr.shape, shape):
+        raise RawDataError(path, field, f"shape {_shape_text(shape)}", str(arr.shape))
+    return arr
+
+
+def load_npy(path: Path, field: str, shape: tuple, allow_nan: bool = False) -> np.ndarray:
+    """Load an .npy array and check its shape; -1 in ``shape`` accepts any length."""
+    require_file(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RawDataError(path, field, "a readable .npy array", f"an unreadable file ({exc})") from None
+    return check_array(arr, path, field, shape, allow_nan)
+
+
+def load_npz(path: Path) -> dict:
+    require_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise RawDataError(path, None, "a readable .npz archive", f"an unreadable file ({exc})") from None
+
+
+def npz_field(data: dict, key: str, path: Path, shape: tuple, allow_nan: bool = False) -> np.ndarray:
+    if key not in data:
+        raise RawDataError(path, key, "the array to be present", f"only {sorted(data)}")
+    return check_array(data[key], path, key, shape, allow_nan)
+
+
+def check_array(arr: np.ndarray, path: Path, field: str, shape: tuple, allow_nan: bool = False) -> np.ndarray:
+    if not _shape_matches(arr.shape, shape):
+        raise RawDataError(path, field, f"shape {_shape_text(shape)}", str(arr.shape))
+    if not np.issubdtype(arr.dtype, np.number):
+        raise RawDataError(path, field, "a numeric array", str(arr.dtype))
+    if not allow_nan and not np.all(np.isfinite(arr)):
+        raise RawDataError(path, field, "finite numbers", f"{int(np.sum(~np.isfinite(arr)))} non-finite values")
+    if allow_nan and np.any(np.isinf(arr)):
+        raise RawDataError(path, field, "finite numbers or NaN", f"{int(np.sum(np.isinf(arr)))} infinite values")
+    return arr
+
+
+def _shape_matches(actual: tuple, expected: tuple) -> bool:
+    return len(actual) == len(expected) and all(e == -1 or a == e for a, e in zip(actual, expected))
+
+
+def _shape_text(shape: tuple) -> str:
+    return "[" + ", ".join("*" if s == -1 else str(s) for s in shape) + "]"

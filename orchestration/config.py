@@ -1,0 +1,83 @@
+"""The pipeline configuration (params.yaml): datasets, store location, image size.
+
+Paths in the file are relative to the file's folder. ``DOZENS_CONFIG`` points at another file
+(tests use it to run the pipeline on a tiny world in a temporary folder).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from assets.converters import CONVERTERS
+
+CONFIG_ENV = "DOZENS_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    converter: str
+    raw: Path
+    multiview_2d: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    path: Path
+    datasets: dict[str, DatasetConfig]
+    store_root: Path
+    image_size: int
+    demo_size: str
+    demo_seed: int
+
+    def dataset_store_path(self, name: str) -> Path:
+        return self.store_root / "dataset" / f"{name}.zarr"
+
+    @property
+    def raw_root(self) -> Path:
+        """Common parent of the raw folders (where the demo world is generated)."""
+        return Path(os.path.commonpath([d.raw.parent for d in self.datasets.values()]))
+
+
+def _field(mapping: dict, key: str, path: Path, where: str, kind=None):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ConfigError(f"{path}: field '{where}{key}' is missing")
+    value = mapping[key]
+    if kind is not None and not isinstance(value, kind):
+        raise ConfigError(f"{path}: field '{where}{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
+    path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
+    if not path.is_file():
+        raise ConfigError(f"pipeline config {path} does not exist (set {CONFIG_ENV} or create params.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    base = path.parent
+    datasets = {}
+    for name, entry in _field(raw, "datasets", path, "", dict).items():
+        converter = _field(entry, "converter", path, f"datasets.{name}.", str)
+        if converter not in CONVERTERS:
+            raise ConfigError(f"{path}: field 'datasets.{name}.converter' is {converter!r}; "
+                              f"known converters: {', '.join(sorted(CONVERTERS))}")
+        datasets[name] = DatasetConfig(
+            name=name, converter=converter, raw=(base / _field(entry, "raw", path, f"datasets.{name}.", str)),
+            multiview_2d=bool(entry.get("multiview_2d", False)))
+    if not datasets:
+        raise ConfigError(f"{path}: field 'datasets' lists no dataset")
+    store = _field(raw, "store", path, "", dict)
+    demo = raw.get("demo", {}) or {}
+    return PipelineConfig(
+        path=path, datasets=datasets, store_root=base / _field(store, "root", path, "store.", str),
+        image_size=int(_field(store, "image_size", path, "store.", int)),
+        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)))
