@@ -1,7 +1,7 @@
 """The pipeline configuration (params.yaml): datasets, store location, image size.
 
-Paths in the file are relative to the file's folder. ``DOZENS_CONFIG`` points at another file
-(tests use it to run the pipeline on a tiny world in a temporary folder).
+Which file: ``DOZENS_CONFIG`` if set, else ``params.yaml`` in the working directory (DVC runs stages
+there), else the project's own. Paths in the file are relative to the file's folder.
 """
 
 import os
@@ -55,8 +55,15 @@ def _field(mapping: dict, key: str, path: Path, where: str, kind=None):
     return value
 
 
+def default_config_path() -> Path:
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path.cwd() / "params.yaml"
+    return local if local.is_file() else DEFAULT_CONFIG
+
+
 def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
-    path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
+    path = Path(path or default_config_path()).resolve()
     if not path.is_file():
         raise ConfigError(f"pipeline config {path} does not exist (set {CONFIG_ENV} or create params.yaml)")
     try:

@@ -1,0 +1,115 @@
+"""`dozens` command line: generate the demo world, run the pipeline through Dagster, print results."""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dagster_instance():
+    import dagster as dg
+
+    # An absolute DAGSTER_HOME makes CLI runs visible in `dagster dev` (same instance, same history)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def generate(config, force: bool = False) -> None:
+    from assets.synthetic import generate_world
+
+    missing = [name for name, entry in config.datasets.items()
+               if name.startswith("demo_") and (force or not entry.raw.exists())]
+    if not missing:
+        print(f"demo world: raw folders exist under {config.raw_root}, nothing to generate")
+        return
+    started = time.perf_counter()
+    print(f"demo world: generating {', '.join(missing)} (size={config.demo_size}, seed={config.demo_seed})")
+    generate_world(config.raw_root, size=config.demo_size, seed=config.demo_seed, datasets=missing)
+    print(f"demo world: done in {time.perf_counter() - started:.1f} s")
+
+
+def convert_datasets(config, names: list[str]) -> list[dict]:
+    import dagster as dg
+
+    from orchestration.definitions import build_definitions
+
+    unknown = sorted(set(names) - set(config.datasets))
+    if unknown:
+        raise SystemExit(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
+    defs = build_definitions(config)
+    job = defs.resolve_job_def("convert_datasets")
+    instance = _dagster_instance()
+    rows = []
+    for name in names:
+        started = time.perf_counter()
+        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
+        seconds = time.perf_counter() - started
+        evaluations = result.get_asset_check_evaluations()
+        failed = [ev.check_name for ev in evaluations if not ev.passed]
+        rows.append({"dataset": name, "ok": result.success and not failed, "seconds": seconds,
+                     "checks": f"{len(evaluations) - len(failed)}/{len(evaluations)} passed",
+                     "failed": failed, "error": None if result.success else _first_error(result)})
+    return rows
+
+
+def _first_error(result) -> str:
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data is not None:
+            return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return "run failed"
+
+
+def print_table(config, rows: list[dict]) -> None:
+    from assets.store import open_store
+
+    header = f"{'dataset':<18} {'skeleton':<16} {'train':>6} {'val':>6} {'test':>6} {'MB':>7} {'s':>6}  checks"
+    print("\n" + header + "\n" + "-" * len(header))
+    for row in rows:
+        path = config.dataset_store_path(row["dataset"])
+        if row["error"] or not path.exists():
+            print(f"{row['dataset']:<18} FAILED: {row['error']}")
+            continue
+        store = open_store(path)
+        counts = store.attrs["counts"]
+        megabytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+        checks = row["checks"] + (f" (failed: {', '.join(row['failed'])})" if row["failed"] else "")
+        print(f"{row['dataset']:<18} {store.attrs['skeleton']:<16} {counts['train']:>6} {counts['val']:>6} "
+              f"{counts['test']:>6} {megabytes:>7.1f} {row['seconds']:>6.1f}  {checks}")
+
+
+def main(argv=None) -> int:
+    from orchestration.config import load_config
+
+    parser = argparse.ArgumentParser(prog="dozens", description=__doc__)
+    parser.add_argument("--config", help="pipeline config (default: $DOZENS_CONFIG or params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write the synthetic demo world's raw datasets")
+    gen.add_argument("--force", action="store_true", help="regenerate even if the raw folders exist")
+    conv = sub.add_parser("convert", help="convert datasets into canonical stores (Dagster runs)")
+    conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
+    sub.add_parser("demo", help="generate the demo world if needed, then run the pipeline on it")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    config = load_config(args.config)
+
+    if args.command == "generate":
+        generate(config, force=args.force)
+        return 0
+    started = time.perf_counter()
+    if args.command == "demo":
+        generate(config)
+    rows = convert_datasets(config, args.datasets if args.command == "convert" and args.datasets
+                            else sorted(config.datasets))
+    print_table(config, rows)
+    print(f"\ntotal {time.perf_counter() - started:.1f} s; stores under {config.store_root}; "
+          f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

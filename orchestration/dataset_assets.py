@@ -1,0 +1,107 @@
+"""Dagster wiring for the dataset conversions: raw folders → canonical stores, with GX checks.
+
+Thin by design: the conversion (assets.converters), the store (assets.store) and the checks
+(assets.quality) are plain Python; this module only names partitions, versions and metadata.
+"""
+
+import base64
+import hashlib
+
+import dagster as dg
+import numpy as np
+
+from assets.converters import CONVERTERS, get_converter
+from assets.converters.common import convert
+from assets.preview import preview_png
+from assets.quality import CHECK_NAMES, describe_checks, run_store_checks
+from assets.store import SPLITS, fingerprint_paths, open_store
+from orchestration.config import PipelineConfig
+
+ASSET_CODE_VERSION = "dataset-v1"
+
+
+def converters_code_version() -> str:
+    """Changes whenever any converter's VERSION does, so Dagster marks conversions stale."""
+    versions = ",".join(f"{name}={get_converter(name).VERSION}" for name in sorted(CONVERTERS))
+    return f"{ASSET_CODE_VERSION}-{hashlib.sha256(versions.encode()).hexdigest()[:10]}"
+
+
+def store_metadata(store, seconds: float) -> dict:
+    pose3d = store.load("pose3d")
+    valid = store.load("joint_valid")
+    counts = store.attrs["counts"]
+    split_table = "| split | examples |\n|---|---|\n" + "\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS)
+    png = base64.b64encode(preview_png(store)).decode()
+    size_bytes = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file())
+    return {
+        "examples": dg.MetadataValue.int(len(store)),
+        "examples_per_split": dg.MetadataValue.md(split_table),
+        "skeleton": dg.MetadataValue.text(store.attrs["skeleton"]),
+        "joints": dg.MetadataValue.int(store.skeleton.num_joints),
+        "pose3d_nan_rate": dg.MetadataValue.float(float(np.isnan(pose3d).any(axis=-1).mean())),
+        "joint_invalid_rate_2d": dg.MetadataValue.float(float(1 - valid.mean())),
+        "store_path": dg.MetadataValue.path(str(store.path)),
+        "store_megabytes": dg.MetadataValue.float(round(size_bytes / 2**20, 2)),
+        "conversion_seconds": dg.MetadataValue.float(round(seconds, 2)),
+        "raw_fingerprint": dg.MetadataValue.text(store.attrs["raw_fingerprint"]),
+        "preview": dg.MetadataValue.md(f"![preview](data:image/png;base64,{png})"),
+    }
+
+
+def check_results(store_path) -> list[dg.AssetCheckResult]:
+    results = []
+    for outcome in run_store_checks(store_path):
+        results.append(dg.AssetCheckResult(
+            check_name=outcome.name, passed=bool(outcome.passed),
+            severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+            description=outcome.description, metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()}))
+    return results
+
+
+def _metadata_value(value):
+    if isinstance(value, (bool, np.bool_)):
+        return dg.MetadataValue.bool(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return dg.MetadataValue.int(int(value))
+    if isinstance(value, (float, np.floating)):
+        return dg.MetadataValue.float(float(value))
+    if isinstance(value, str):
+        return dg.MetadataValue.text(value)
+    return dg.MetadataValue.json(value)
+
+
+def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition, list]:
+    partitions = dg.StaticPartitionsDefinition(sorted(config.datasets))
+
+    @dg.observable_source_asset(partitions_def=partitions, group_name="datasets",
+                                description="Raw dataset folders as configured in params.yaml (content hash).")
+    def raw_dataset(context):
+        return dg.DataVersionsByPartition({
+            name: fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
+            for name, entry in config.datasets.items()
+        })
+
+    descriptions = describe_checks()
+
+    @dg.asset(
+        partitions_def=partitions,
+        deps=[raw_dataset],
+        code_version=converters_code_version(),
+        group_name="datasets",
+        kinds={"zarr"},
+        description="Canonical Zarr store of one dataset (one partition per dataset).",
+        check_specs=[dg.AssetCheckSpec(name, asset="dataset", blocking=True, description=descriptions[name])
+                     for name in CHECK_NAMES],
+    )
+    def dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        entry = config.datasets[context.partition_key]
+        result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
+                         dataset_name=entry.name, image_size=config.image_size, progress=context.log.info)
+        store = open_store(result.path)
+        return dg.MaterializeResult(
+            metadata=store_metadata(store, result.seconds),
+            data_version=dg.DataVersion(result.raw_fingerprint[:24]),
+            check_results=check_results(result.path),
+        )
+
+    return partitions, [raw_dataset, dataset]
