@@ -15,6 +15,7 @@ def _dagster_instance():
     # An absolute DAGSTER_HOME makes CLI runs visible in `dagster dev` (same instance, same history)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # an empty file silences Dagster's "no instance config" warning
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

@@ -6,6 +6,7 @@ Thin by design: the conversion (assets.converters), the store (assets.store) and
 
 import base64
 import hashlib
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -70,16 +71,22 @@ def _metadata_value(value):
     return dg.MetadataValue.json(value)
 
 
+def raw_data_versions(config: PipelineConfig) -> dict[str, str]:
+    """Content hash of each dataset's raw folder: Dagster's data version of the raw source asset."""
+    return {name: fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
+            for name, entry in config.datasets.items()}
+
+
 def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition, list]:
     partitions = dg.StaticPartitionsDefinition(sorted(config.datasets))
 
-    @dg.observable_source_asset(partitions_def=partitions, group_name="datasets",
-                                description="Raw dataset folders as configured in params.yaml (content hash).")
-    def raw_dataset(context):
-        return dg.DataVersionsByPartition({
-            name: fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
-            for name, entry in config.datasets.items()
-        })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # observable source assets are beta, and what we need
+
+        @dg.observable_source_asset(partitions_def=partitions, group_name="datasets",
+                                    description="Raw dataset folders as configured in params.yaml (content hash).")
+        def raw_dataset(context):
+            return dg.DataVersionsByPartition(raw_data_versions(config))
 
     descriptions = describe_checks()
 

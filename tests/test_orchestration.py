@@ -7,28 +7,24 @@ import pytest
 
 from assets.quality import CHECK_NAMES
 from orchestration.config import ConfigError, load_config
+from orchestration.dataset_assets import build_dataset_assets, raw_data_versions
 from orchestration.definitions import build_definitions
 from pipeline_config import write_config
 
 
-def _asset(defs, key):
-    return defs.resolve_assets_def(key)
-
-
-def _materialize_partition(defs, partition, extra_assets=(), raise_on_error=True):
+def _materialize_partition(config, partition, extra_assets=(), raise_on_error=True):
+    _, dataset_defs = build_dataset_assets(config)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [_asset(defs, "raw_dataset"), _asset(defs, "dataset"), *extra_assets],
+        return dg.materialize(
+            [*dataset_defs, *extra_assets],
             selection=dg.AssetSelection.assets("dataset", *[a.key for a in extra_assets]),
             partition_key=partition, instance=instance, raise_on_error=raise_on_error)
-        return result
 
 
 def test_two_partitions_materialise_in_process_with_metadata_and_checks(tiny_world, tmp_path):
     config = load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_lsp2d"]))
-    defs = build_definitions(config)
     for partition in ("demo_h36m", "demo_lsp2d"):
-        result = _materialize_partition(defs, partition)
+        result = _materialize_partition(config, partition)
         assert result.success
         (materialization,) = result.asset_materializations_for_node("dataset")
         assert materialization.partition == partition
@@ -55,34 +51,36 @@ def test_failed_blocking_check_stops_downstream_assets(tiny_world, tmp_path):
         camera["t"] = [v / 1000 for v in camera["t"]]
     calibration.write_text(json.dumps(data))
 
-    defs = build_definitions(load_config(write_config(tmp_path, raw, ["demo_h36m"])))
-    partitions = _asset(defs, "dataset").partitions_def
+    config = load_config(write_config(tmp_path, raw, ["demo_h36m"]))
+    partitions, _ = build_dataset_assets(config)
 
     @dg.asset(partitions_def=partitions, deps=["dataset"])
     def downstream():
         return None
 
-    result = _materialize_partition(defs, "demo_h36m", [downstream], raise_on_error=False)
+    result = _materialize_partition(config, "demo_h36m", [downstream], raise_on_error=False)
     failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
     assert "bone_lengths" in failed
     assert not result.asset_materializations_for_node("downstream")
 
 
-def test_raw_source_asset_observes_one_data_version_per_dataset(tiny_world, tmp_path):
-    defs = build_definitions(load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_smpl"])))
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([_asset(defs, "raw_dataset")], selection=dg.AssetSelection.assets("raw_dataset"),
-                                partition_key="demo_smpl", instance=instance)
-        observations = [e.event_specific_data.asset_observation for e in result.all_events
-                        if e.event_type_value == "ASSET_OBSERVATION"]
-    versions = {o.partition: o.tags["dagster/data_version"] for o in observations}
-    assert set(versions) == {"demo_h36m", "demo_smpl"} and len(set(versions.values())) == 2
+def test_raw_source_asset_versions_change_only_for_the_edited_dataset(tiny_world, tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("demo_h36m", "demo_smpl"):
+        shutil.copytree(tiny_world / name, raw / name)
+    config = load_config(write_config(tmp_path, raw, ["demo_h36m", "demo_smpl"]))
+    _, (raw_dataset, _) = build_dataset_assets(config)
+    assert raw_dataset.is_observable and raw_dataset.partitions_def.get_partition_keys() == ["demo_h36m", "demo_smpl"]
+    before = raw_data_versions(config)
+    (raw / "demo_smpl" / "notes.txt").write_text("a new file in one raw folder")
+    after = raw_data_versions(config)
+    assert after["demo_h36m"] == before["demo_h36m"] and after["demo_smpl"] != before["demo_smpl"]
 
 
 def test_partitions_come_from_the_config_file(tiny_world, tmp_path):
     defs = build_definitions(load_config(write_config(tmp_path, tiny_world, ["demo_3dhp", "demo_smpl"])))
-    assert _asset(defs, "dataset").partitions_def.get_partition_keys() == ["demo_3dhp", "demo_smpl"]
-    assert defs.resolve_job_def("convert_datasets") is not None
+    assert defs.resolve_assets_def("dataset").partitions_def.get_partition_keys() == ["demo_3dhp", "demo_smpl"]
+    assert defs.resolve_job_def("convert_datasets").partitions_def is not None
 
 
 def test_config_errors_name_the_field(tmp_path):

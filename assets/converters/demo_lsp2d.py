@@ -34,7 +34,7 @@ def read_examples(raw_root: Path) -> list[RawExample]:
     num_train = int(round(TRAIN_FRACTION * len(joints)))
     examples = []
     for i, annotation in enumerate(joints):
-        image_path = raw_root / "images" / f"im{i + 1:04d}.jpg"
+        image_path = raw_root / "images" / f"im{i:04d}.jpg"
         width, height = _image_size(image_path)
         uv = annotation[:, :2].astype(np.float64)
         uv[annotation[:, 2] == 0] = np.nan
