@@ -2,11 +2,9 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from assets.cameras import Camera
 from assets.converters.common import RawExample
-from assets.converters.raw_io import RawDataError, as_array, json_field, load_json, load_npy
+from assets.converters.raw_io import RawDataError, camera_from_json, json_field, load_json, load_npy
 
 NAME = "demo_h36m"
 VERSION = "1"
@@ -20,18 +18,7 @@ def read_cameras(path: Path) -> dict[str, Camera]:
     cameras = {}
     for i, entry in enumerate(json_field(calibration, "cameras", path)):
         where = f"cameras[{i}]"
-        cam_id = str(json_field(entry, "id", path, where))
-        try:
-            cameras[cam_id] = Camera(
-                K=as_array(json_field(entry, "K", path, where), path, f"{where}.K", (3, 3)),
-                dist=as_array(json_field(entry, "dist", path, where), path, f"{where}.dist", (5,)),
-                R=as_array(json_field(entry, "R", path, where), path, f"{where}.R", (3, 3)),
-                t=as_array(json_field(entry, "t", path, where), path, f"{where}.t", (3,)),
-            )
-        except ValueError as exc:
-            if isinstance(exc, RawDataError):
-                raise
-            raise RawDataError(path, where, "a valid camera", str(exc)) from None
+        cameras[str(json_field(entry, "id", path, where))] = camera_from_json(entry, path, where)
     if not cameras:
         raise RawDataError(path, "cameras", "at least one camera", "an empty list")
     return cameras

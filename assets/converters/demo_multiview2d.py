@@ -10,7 +10,7 @@ import numpy as np
 
 from assets.cameras import Camera
 from assets.converters.common import RawExample
-from assets.converters.raw_io import RawDataError, as_array, json_field, load_json
+from assets.converters.raw_io import RawDataError, as_array, camera_from_json, json_field, load_json
 
 NAME = "demo_multiview2d"
 VERSION = "1"
@@ -24,19 +24,8 @@ def read_cameras(path: Path) -> dict[str, Camera]:
     cameras = {}
     for i, entry in enumerate(json_field(calibration, "cameras", path)):
         where = f"cameras[{i}]"
-        name = str(json_field(entry, "name", path, where))
-        try:
-            cameras[name] = Camera(
-                K=as_array(json_field(entry, "K", path, where), path, f"{where}.K", (3, 3)),
-                dist=as_array(json_field(entry, "distCoef", path, where), path, f"{where}.distCoef", (5,)),
-                R=as_array(json_field(entry, "R", path, where), path, f"{where}.R", (3, 3)),
-                t=as_array(json_field(entry, "t", path, where), path, f"{where}.t", (3, 1)).reshape(3)
-                * CENTIMETRES_TO_MM,
-            )
-        except ValueError as exc:
-            if isinstance(exc, RawDataError):
-                raise
-            raise RawDataError(path, where, "a valid camera", str(exc)) from None
+        cameras[str(json_field(entry, "name", path, where))] = camera_from_json(
+            entry, path, where, dist_key="distCoef", t_shape=(3, 1), t_scale=CENTIMETRES_TO_MM)
     return cameras
 
 

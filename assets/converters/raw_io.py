@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from assets.cameras import Camera
+
 
 class RawDataError(ValueError):
     """A raw input file is missing, truncated or malformed."""
@@ -46,6 +48,23 @@ def as_array(value, path: Path, field: str, shape: tuple, dtype=np.float64) -> n
     if not _shape_matches(arr.shape, shape):
         raise RawDataError(path, field, f"shape {_shape_text(shape)}", str(arr.shape))
     return arr
+
+
+def camera_from_json(entry: dict, path: Path, where: str, *, dist_key: str = "dist", t_shape: tuple = (3,),
+                     t_scale: float = 1.0) -> Camera:
+    """A Camera from a JSON object with K, distortion, R and t; errors name the file and the field."""
+    fields = {key: json_field(entry, key, path, where) for key in ("K", dist_key, "R", "t")}
+    try:
+        return Camera(
+            K=as_array(fields["K"], path, f"{where}.K", (3, 3)),
+            dist=as_array(fields[dist_key], path, f"{where}.{dist_key}", (5,)),
+            R=as_array(fields["R"], path, f"{where}.R", (3, 3)),
+            t=as_array(fields["t"], path, f"{where}.t", t_shape).reshape(3) * t_scale,
+        )
+    except RawDataError:
+        raise
+    except ValueError as exc:
+        raise RawDataError(path, where, "a valid camera", str(exc)) from None
 
 
 def load_npy(path: Path, field: str, shape: tuple, allow_nan: bool = False) -> np.ndarray:
