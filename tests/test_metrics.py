@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from evaluation.metrics import (absolute_mpjpe, auc, consistency_error, cps, joint_errors, mpjpe, pa_mpjpe,
+                                pck, pck_curve, per_joint_mean_errors)
+
+
+def _rotation_z(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+@pytest.fixture
+def gt():
+    # root at the origin, three joints along the axes, at 4 m depth
+    pose = np.array([[0, 0, 0], [100, 0, 0], [0, 200, 0], [0, 0, 300.0]]) + [0, 0, 4000]
+    return pose[None]
+
+
+def test_mpjpe_subtracts_the_root(gt):
+    pred = gt + [50, -20, 10]  # a pure translation is invisible after root alignment
+    assert mpjpe(pred, gt, root_index=0) == pytest.approx([0.0])
+    pred = gt.copy()
+    pred[0, 1] += [30, 40, 0]  # one joint 50 mm off: mean over 4 joints (root error is 0)
+    assert mpjpe(pred, gt, root_index=0) == pytest.approx([12.5])
+    assert absolute_mpjpe(gt + [0, 0, 100], gt) == pytest.approx([100.0])
+
+
+def test_pa_mpjpe_removes_rotation_translation_and_scale(gt):
+    centre = gt.mean(axis=1, keepdims=True)
+    pred = 1.7 * (gt - centre) @ _rotation_z(0.8).T + centre + [300, 0, -50]
+    assert pa_mpjpe(pred, gt) == pytest.approx([0.0], abs=1e-9)
+    assert mpjpe(pred, gt, root_index=0)[0] > 50
+
+
+def test_pa_mpjpe_does_not_undo_a_reflection(gt):
+    centre = gt.mean(axis=1, keepdims=True)
+    mirrored = (gt - centre) * [-1, 1, 1] + centre
+    # a reflection cannot be fitted by rotation + scale: the error stays large (hand-checked: joints
+    # 1 is 100 mm from the root along x; its mirror ends 200 mm away before the best rotation)
+    error = pa_mpjpe(mirrored, gt)[0]
+    assert error > 20
+    # whereas the same configuration without the reflection would be exact
+    assert pa_mpjpe(gt.copy(), gt) == pytest.approx([0.0], abs=1e-9)
+
+
+def test_nan_ground_truth_joints_are_ignored(gt):
+    pred = gt.copy()
+    pred[0, 3] += [0, 0, 1000]
+    gt_missing = gt.copy()
+    gt_missing[0, 3] = np.nan
+    assert mpjpe(pred, gt_missing, root_index=0) == pytest.approx([0.0])
+    assert pa_mpjpe(pred, gt_missing) == pytest.approx([0.0], abs=1e-9)
+    assert pck(pred, gt_missing, threshold=50) == pytest.approx([100.0])
+    assert np.isnan(joint_errors(pred, gt_missing, root_index=0)[0, 3])
+    nothing = np.full_like(gt, np.nan)
+    assert np.isnan(mpjpe(pred, nothing, root_index=0)[0])
+
+
+def test_pck_auc_and_cps_by_hand(gt):
+    pred = gt.copy()
+    pred[0, 1] += [60, 0, 0]   # 60 mm
+    pred[0, 2] += [0, 120, 0]  # 120 mm
+    # root-relative errors: 0, 60, 120, 0
+    assert pck(pred, gt, threshold=50) == pytest.approx([50.0])
+    assert pck(pred, gt, threshold=100) == pytest.approx([75.0])
+    assert pck(pred, gt, threshold=150) == pytest.approx([100.0])
+    # classic AUC over thresholds 0,5,...,150: per threshold t the share of joints with error < t
+    thresholds = np.linspace(0, 150, 31)
+    expected = np.mean([(2 + (60 < t) + (120 < t)) / 4 * (t > 0) for t in thresholds]) * 100
+    assert auc(pred, gt) == pytest.approx([expected])
+    np.testing.assert_allclose(pck_curve(pred, gt, [50, 100, 150]), [50, 75, 100])
+    assert cps(gt + 1.0, gt, threshold=100) == pytest.approx([100.0])
+    far = gt.copy()
+    far[0, 3] += [0, 1000, 0]  # after the best similarity fit, joint 2 is still ~139 mm off
+    assert cps(far, gt, threshold=100) == pytest.approx([0.0])
+    assert cps(far, gt, threshold=200) == pytest.approx([100.0])
+
+
+def test_batched_per_example_and_per_joint(gt):
+    preds = np.concatenate([gt, gt + [[0, 0, 0], [10, 0, 0], [0, 0, 0], [0, 0, 0]]])
+    gts = np.concatenate([gt, gt])
+    np.testing.assert_allclose(mpjpe(preds, gts, root_index=0), [0.0, 2.5])
+    np.testing.assert_allclose(per_joint_mean_errors(preds, gts, root_index=0), [0, 5, 0, 0])
+
+
+def test_consistency_is_the_distance_to_the_own_reconstruction(gt):
+    assert consistency_error(gt, lambda p: p) == pytest.approx([0.0])
+    assert consistency_error(gt, lambda p: p + [3, 4, 0]) == pytest.approx([5.0])
+
+
+def test_shape_errors_and_nan_predictions_are_rejected(gt):
+    with pytest.raises(ValueError, match="shape"):
+        mpjpe(gt[:, :3], gt)
+    with pytest.raises(ValueError, match="pred contains NaN"):
+        mpjpe(np.full_like(gt, np.nan), gt)
