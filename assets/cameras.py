@@ -3,8 +3,12 @@
 Conventions: millimetres; camera frame x right, y down, z forward; ``x_cam = R @ x_world + t``;
 distortion coefficients (k1, k2, p1, p2, k3) act on normalised image coordinates, so cropping or
 scaling an image changes only ``K``.
+
+``Camera`` is one camera; ``CameraRig`` stacks several so that the same points are projected into (or
+pixel observations undistorted in) every view with one set of array operations, as triangulation needs.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,12 +16,20 @@ import numpy as np
 _UNDISTORT_ITERATIONS = 20
 
 
-def _as_matrix(value, shape, name) -> np.ndarray:
+def _field_name(camera: str, field: str) -> str:
+    return f"camera {camera!r} field {field!r}" if camera else f"camera field {field!r}"
+
+
+def _as_matrix(value, shape, name, camera: str = "") -> np.ndarray:
+    return _checked_array(value, shape, _field_name(camera, name))
+
+
+def _checked_array(value, shape, where: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape:
-        raise ValueError(f"camera field {name!r}: expected shape {shape}, got {arr.shape}")
+        raise ValueError(f"{where}: expected shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"camera field {name!r}: contains non-finite values: {arr.tolist()}")
+        raise ValueError(f"{where}: contains non-finite values: {arr.tolist()}")
     return arr
 
 
@@ -54,17 +66,20 @@ class Camera:
     dist: np.ndarray = None
     R: np.ndarray = None
     t: np.ndarray = None
+    name: str = ""  # only for error messages; derived cameras (crops, virtual views) keep it
 
     def __post_init__(self):
-        object.__setattr__(self, "K", _as_matrix(self.K, (3, 3), "K"))
+        name = self.name
+        object.__setattr__(self, "K", _as_matrix(self.K, (3, 3), "K", name))
         dist = np.zeros(5) if self.dist is None else np.asarray(self.dist, dtype=np.float64).reshape(-1)
         if dist.shape[0] < 5:
             dist = np.concatenate([dist, np.zeros(5 - dist.shape[0])])
-        object.__setattr__(self, "dist", _as_matrix(dist, (5,), "dist"))
-        object.__setattr__(self, "R", _as_matrix(np.eye(3) if self.R is None else self.R, (3, 3), "R"))
-        object.__setattr__(self, "t", _as_matrix(np.zeros(3) if self.t is None else self.t, (3,), "t"))
+        object.__setattr__(self, "dist", _as_matrix(dist, (5,), "dist", name))
+        object.__setattr__(self, "R", _as_matrix(np.eye(3) if self.R is None else self.R, (3, 3), "R", name))
+        object.__setattr__(self, "t", _as_matrix(np.zeros(3) if self.t is None else self.t, (3,), "t", name))
         if abs(self.K[2, 2] - 1) > 1e-9 or np.any(self.K[2, :2] != 0) or self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
-            raise ValueError(f"camera field 'K': expected [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx,fy>0, got {self.K.tolist()}")
+            raise ValueError(f"{_field_name(name, 'K')}: expected [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx,fy>0, "
+                             f"got {self.K.tolist()}")
 
     # -- frames ---------------------------------------------------------------------------
     @property
@@ -77,6 +92,11 @@ class Camera:
         m = np.eye(4)
         m[:3, :3], m[:3, 3] = self.R, self.t
         return m
+
+    @property
+    def projection_matrix(self) -> np.ndarray:
+        """3x4 ``K [R | t]``: maps homogeneous world points to *undistorted* homogeneous pixels."""
+        return self.K @ self.extrinsic_matrix[:3]
 
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) @ self.R.T + self.t
@@ -122,8 +142,9 @@ class Camera:
         x0, y0, w, h = (float(v) for v in box_xywh)
         sx, sy = out_size[0] / w, out_size[1] / h
         A = np.array([[sx, 0, -sx * x0], [0, sy, -sy * y0], [0, 0, 1.0]])
-        # Pixel centres: pixel i spans [i, i+1); the affine map above is exact for that convention
-        return Camera(K=A @ self.K, dist=self.dist, R=self.R, t=self.t)
+        # Pixel centres sit on integer coordinates everywhere in this project: file pixel u shows frame
+        # point x0 + u·w/W, which is exactly the affine map above
+        return Camera(K=A @ self.K, dist=self.dist, R=self.R, t=self.t, name=self.name)
 
     def looking_at(self, point_camera: np.ndarray, focal: float, size: int) -> "Camera":
         """Undistorted virtual camera at the same centre, rotated so ``point_camera`` is at the image centre."""
@@ -136,10 +157,143 @@ class Camera:
         down = np.cross(forward, right)
         rot_new_from_old = np.stack([right, down, forward])
         K = np.array([[focal, 0, (size - 1) / 2], [0, focal, (size - 1) / 2], [0, 0, 1.0]])
-        return Camera(K=K, dist=np.zeros(5), R=rot_new_from_old @ self.R, t=rot_new_from_old @ self.t)
+        return Camera(K=K, dist=np.zeros(5), R=rot_new_from_old @ self.R, t=rot_new_from_old @ self.t,
+                      name=self.name)
 
     def __repr__(self) -> str:
-        return f"Camera(K={self.K.tolist()}, dist={self.dist.tolist()}, R={self.R.tolist()}, t={self.t.tolist()})"
+        named = f", name={self.name!r}" if self.name else ""
+        return (f"Camera(K={self.K.tolist()}, dist={self.dist.tolist()}, R={self.R.tolist()}, "
+                f"t={self.t.tolist()}{named})")
+
+
+def distortion_jacobian(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """d(distort_normalized)/d(xy) as [..., 2, 2]; ``dist`` unpacks along its first axis like there."""
+    k1, k2, p1, p2, k3 = dist
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    d_radial = k1 + r2 * (2 * k2 + 3 * k3 * r2)  # d radial / d r2
+    dxd_dx = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+    dyd_dy = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+    cross = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # d xd/dy == d yd/dx for this model
+    return np.stack([np.stack([dxd_dx, cross], -1), np.stack([cross, dyd_dy], -1)], -2)
+
+
+class CameraRig:
+    """Several cameras stacked into arrays, so points are mapped in every view with one array expression.
+
+    World points [..., 3] are shared by all cameras and come back per camera as [C, ..., k]; pixel
+    observations go in per camera as [C, ..., 2]. Construction re-validates every camera (their arrays
+    are mutable) and errors name the camera by index and name.
+    """
+
+    def __init__(self, cameras: Sequence[Camera]):
+        cameras = list(cameras)
+        if not cameras:
+            raise ValueError("cameras: expected at least one Camera, got none")
+        for i, cam in enumerate(cameras):
+            if not isinstance(cam, Camera):
+                raise ValueError(f"cameras[{i}]: expected a Camera, got {type(cam).__name__}")
+        self.cameras = tuple(cameras)
+        self.names = tuple(cam.name or f"#{i}" for i, cam in enumerate(cameras))
+        fields = {}
+        for field, shape in (("K", (3, 3)), ("dist", (5,)), ("R", (3, 3)), ("t", (3,))):
+            for i, cam in enumerate(cameras):
+                _checked_array(getattr(cam, field), shape, f"camera {i} ({self.names[i]}) field {field!r}")
+            fields[field] = np.stack([getattr(cam, field) for cam in cameras])
+        self.K, self.dist, self.R, self.t = fields["K"], fields["dist"], fields["R"], fields["t"]
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def __getitem__(self, index: int) -> Camera:
+        return self.cameras[index]
+
+    @property
+    def centers(self) -> np.ndarray:
+        """[C, 3] optical centres in world coordinates."""
+        return -np.einsum("cji,cj->ci", self.R, self.t)
+
+    @property
+    def focal_lengths(self) -> np.ndarray:
+        """[C, 2] (fx, fy) in pixels."""
+        return np.stack([self.K[:, 0, 0], self.K[:, 1, 1]], axis=-1)
+
+    @property
+    def extrinsic_matrices(self) -> np.ndarray:
+        """[C, 3, 4] ``[R | t]``: homogeneous world points to undistorted *normalised* coordinates."""
+        return np.concatenate([self.R, self.t[:, :, None]], axis=-1)
+
+    @property
+    def projection_matrices(self) -> np.ndarray:
+        """[C, 3, 4] ``K [R | t]``: homogeneous world points to undistorted pixels."""
+        return self.K @ self.extrinsic_matrices
+
+    def _per_camera(self, arr: np.ndarray, batch_ndim: int) -> np.ndarray:
+        """[C, *tail] -> [C, 1 x batch_ndim, *tail], to broadcast over [C, *batch, *tail]."""
+        return arr.reshape(arr.shape[:1] + (1,) * batch_ndim + arr.shape[1:])
+
+    def _coefficients(self, batch_ndim: int) -> np.ndarray:
+        """Distortion coefficients as [5, C, 1 x batch_ndim] for ``distort_normalized``'s unpacking."""
+        return self.dist.T.reshape((5, len(self)) + (1,) * batch_ndim)
+
+    def _check_per_camera(self, arr: np.ndarray, name: str, last: int) -> np.ndarray:
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.ndim < 2 or arr.shape[0] != len(self) or arr.shape[-1] != last:
+            raise ValueError(f"{name}: expected shape [{len(self)} cameras, ..., {last}], got {arr.shape}")
+        return arr
+
+    def world_to_camera(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float64)
+        # tensordot is one BLAS product for all cameras, several times faster than einsum or a
+        # broadcast matmul with an inner dimension of 3
+        rotated = np.moveaxis(np.tensordot(self.R, points, axes=([2], [-1])), 1, -1)
+        return rotated + self._per_camera(self.t, points.ndim - 1)
+
+    def camera_to_image(self, points_camera: np.ndarray) -> np.ndarray:
+        """Distorted pixels [C, ..., 2] of per-camera camera-frame points [C, ..., 3]."""
+        points_camera = self._check_per_camera(points_camera, "points_camera", 3)
+        xy = points_camera[..., :2] / points_camera[..., 2:3]
+        return self.normalized_to_image(distort_normalized(xy, self._coefficients(xy.ndim - 2)))
+
+    def world_to_image(self, points: np.ndarray) -> np.ndarray:
+        return self.camera_to_image(self.world_to_camera(points))
+
+    def normalized_to_image(self, xy: np.ndarray) -> np.ndarray:
+        xy = self._check_per_camera(xy, "xy", 2)
+        K = self._per_camera(self.K, xy.ndim - 2)
+        u = K[..., 0, 0] * xy[..., 0] + K[..., 0, 1] * xy[..., 1] + K[..., 0, 2]
+        v = K[..., 1, 1] * xy[..., 1] + K[..., 1, 2]
+        return np.stack([u, v], axis=-1)
+
+    def image_to_normalized(self, uv: np.ndarray) -> np.ndarray:
+        """Undistorted normalised coordinates [C, ..., 2] of per-camera pixel positions [C, ..., 2]."""
+        uv = self._check_per_camera(uv, "uv", 2)
+        K = self._per_camera(self.K, uv.ndim - 2)
+        y = (uv[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
+        x = (uv[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y) / K[..., 0, 0]
+        return undistort_normalized(np.stack([x, y], axis=-1), self._coefficients(uv.ndim - 2))
+
+    def undistort_points(self, uv: np.ndarray) -> np.ndarray:
+        """Pixel positions [C, ..., 2] as the same cameras without lens distortion would see them."""
+        return self.normalized_to_image(self.image_to_normalized(uv))
+
+    def world_to_image_jacobian(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distorted pixels [C, ..., 2], their derivative by the world point [C, ..., 2, 3], depths [C, ...]."""
+        points = np.asarray(points, dtype=np.float64)
+        batch = points.ndim - 1
+        cam = self.world_to_camera(points)
+        depth = cam[..., 2]
+        xy = cam[..., :2] / depth[..., None]
+        coefficients = self._coefficients(batch)
+        uv = self.normalized_to_image(distort_normalized(xy, coefficients))
+        # d xy / d cam for the perspective division: [[1/z, 0, -x/z], [0, 1/z, -y/z]]
+        inv_z = 1.0 / depth
+        zero = np.zeros_like(inv_z)
+        d_xy = np.stack([np.stack([inv_z, zero, -xy[..., 0] * inv_z], -1),
+                         np.stack([zero, inv_z, -xy[..., 1] * inv_z], -1)], -2)
+        chain = self._per_camera(self.K[:, :2, :2], batch) @ distortion_jacobian(xy, coefficients) @ d_xy
+        return uv, chain @ self._per_camera(self.R, batch), depth
 
 
 def reproject_image(

@@ -36,8 +36,8 @@ def test_pa_mpjpe_removes_rotation_translation_and_scale(gt):
 def test_pa_mpjpe_does_not_undo_a_reflection(gt):
     centre = gt.mean(axis=1, keepdims=True)
     mirrored = (gt - centre) * [-1, 1, 1] + centre
-    # a reflection cannot be fitted by rotation + scale: the error stays large (hand-checked: joints
-    # 1 is 100 mm from the root along x; its mirror ends 200 mm away before the best rotation)
+    # the four joints are not coplanar, so no rotation + scale maps their mirror image onto them;
+    # an alignment that allowed reflections would give 0 here
     error = pa_mpjpe(mirrored, gt)[0]
     assert error > 20
     # whereas the same configuration without the reflection would be exact
