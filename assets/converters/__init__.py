@@ -9,6 +9,7 @@ CONVERTERS = {
     "demo_smpl": "assets.converters.demo_smpl",
     "demo_multiview2d": "assets.converters.demo_multiview2d",
     "demo_lsp2d": "assets.converters.demo_lsp2d",
+    "pose2sim_demo": "assets.converters.pose2sim_demo",
 }
 
 

@@ -165,7 +165,7 @@ _SIDED_LANDMARKS = {
     "wri": L("hand", "wrist"),
     # feet
     "toe": L("toes", ("mtp", "toetip", 0.35)), "toe2": L("toes", "toetip"),
-    "foo": L("foot", ("ankle", "mtp", 0.6), (0, 0, -25)),
+    "foo": L("foot", ("ankle", "mtp", 0.6), (0, 0, -25)), "foo_index": L("toes", "toetip"),
     "hee": L("foot", "heel", (0, -30, 0)), "to2": L("toes", "toetip", (-20, 0, 0)),
     "to3": L("toes", ("mtp", "toetip", 0.7), (35, -15, 0)), "fourthtoe": L("toes", ("mtp", "toetip", 0.7), (25, 0, 0)),
     "fifthmetatarsal": L("foot", "mtp", (40, -15, -5)), "firstmetatarsal": L("foot", "mtp", (-30, -5, -5)),
@@ -196,12 +196,14 @@ _SIDED_LANDMARKS = {
     "handtip": L("hand", "fingertip"), "middle": L("hand", "fingertip"),
     "fin": L("hand", ("knuckles", "fingertip", 0.4)),
     "middle1": L("hand", "knuckles"), "middle3": L("hand", ("knuckles", "fingertip", 0.75)),
-    "pinkie": L("hand", ("knuckles", "fingertip", 0.6), (0, -35, 15)), "thu": L("hand", "wrist", (-10, 40, -55)),
+    "pinkie": L("hand", ("knuckles", "fingertip", 0.6), (0, -35, 15)),
+    "pinky": L("hand", "knuckles", (0, -35, 5)), "index": L("hand", "knuckles", (0, 30, 5)), "thu": L("hand", "wrist", (-10, 40, -55)),
     "thu2": L("hand", "wrist", (-15, 50, -90)), "thumb": L("hand", "wrist", (-10, 45, -75)),
     # face and head (the head part is centred; the side only picks the half)
     "eye": L("head", "skullbase", (32, 88, 70)), "eyehf": L("head", "skullbase", (32, 80, 75)),
     "ear": L("head", "skullbase", (75, -5, 55)), "brow1": L("head", "skullbase", (30, 98, 95)),
-    "cheek": L("head", "skullbase", (52, 80, 30)), "head": L("head", "skullbase", (80, 10, 110)),
+    "eye_inner": L("head", "skullbase", (18, 92, 70)), "eye_outer": L("head", "skullbase", (48, 80, 70)),
+    "mouth": L("head", "skullbase", (22, 98, 10)), "cheek": L("head", "skullbase", (52, 80, 30)), "head": L("head", "skullbase", (80, 10, 110)),
     "fronthead": L("head", "skullbase", (45, 85, 140)), "backhead": L("head", "skullbase", (45, -85, 110)),
 }
 _CENTRE_LANDMARKS = {
@@ -300,10 +302,12 @@ def format_joints(format_name: str) -> tuple[FormatJoint, ...]:
     stems = {name.split("_")[0] for name in skeleton.joint_names}
     joints = []
     for i, name in enumerate(skeleton.joint_names):
-        base = name.split("_")[0]  # 'lhip_smpl' -> 'lhip', 'htop_mpi_inf_3dhp' -> 'htop'
         sided = skeleton.mirror_indices[i] != i
         side = (LEFT if name[0] == "l" else RIGHT) if sided else CENTRE
-        stem = base[1:] if sided else base
+        # a suffix names a landmark of its own ('leye_inner') or a source format ('lhip_smpl' = 'lhip')
+        full_stem = name[1:] if sided else name
+        stem = full_stem if full_stem in (_SIDED_LANDMARKS if sided else _CENTRE_LANDMARKS) \
+            else full_stem.split("_")[0]
         landmark = _base_landmark(stem, sided, stems)
         # sided joints share one key per pair ('*hip_smpl'), so both draw the same offset
         key = "*" + name[1:] if sided else name

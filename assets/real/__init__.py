@@ -1,0 +1,8 @@
+"""Real recordings: acquiring public multi-view videos and calibrations, and detecting people in them.
+
+- ``cache``: the download cache (``data/cache`` or ``$DOZENS_CACHE``): the Pose2Sim wheel with its demo
+  recording, and the separate virtualenv that runs MediaPipe.
+- ``qca``: Qualisys ``.qca.txt`` calibrations as ``Camera`` objects.
+- ``blazepose``: the BlazePose landmark format and the detection runner (a subprocess in that venv).
+- ``pose2sim``: builds the raw ``pose2sim_demo`` dataset (``python -m assets.real.pose2sim``).
+"""
