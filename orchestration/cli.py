@@ -21,29 +21,46 @@ def _dagster_instance():
 
 
 def generate(config, force: bool = False) -> None:
-    from assets.synthetic import generate_world
+    """Write the raw folders of the configured demo datasets that are missing (all with ``force``)."""
+    from assets.synthetic import DATASETS as SYNTHETIC
 
-    missing = [name for name, entry in config.datasets.items()
-               if name.startswith("demo_") and (force or not entry.raw.exists())]
-    if not missing:
-        print(f"demo world: raw folders exist under {config.raw_root}, nothing to generate")
-        return
-    started = time.perf_counter()
-    print(f"demo world: generating {', '.join(missing)} (size={config.demo_size}, seed={config.demo_seed})")
-    generate_world(config.raw_root, size=config.demo_size, seed=config.demo_seed, datasets=missing)
-    print(f"demo world: done in {time.perf_counter() - started:.1f} s")
+    def wanted(names):
+        return [n for n in names if force or not config.datasets[n].raw.exists()]
+
+    synthetic = wanted([n for n, e in config.datasets.items() if e.converter in SYNTHETIC])
+    real = wanted([n for n, e in config.datasets.items() if e.converter == "pose2sim_demo"])
+    if not synthetic and not real:
+        print("demo data: all raw folders exist, nothing to generate")
+    if synthetic:
+        from assets.synthetic import generate_world
+
+        started = time.perf_counter()
+        print(f"demo world: generating {', '.join(synthetic)} (size={config.demo_size}, seed={config.demo_seed})")
+        for name in synthetic:
+            raw, converter = config.datasets[name].raw, config.datasets[name].converter
+            if raw.name != converter:
+                raise SystemExit(f"{config.path}: dataset {name!r}: the demo world writes {converter!r} to a folder "
+                                 f"named {converter!r}, but 'raw' is {raw}")
+            generate_world(raw.parent, size=config.demo_size, seed=config.demo_seed, datasets=[converter])
+        print(f"demo world: done in {time.perf_counter() - started:.1f} s")
+    for name in real:
+        from assets.real.pose2sim import build
+
+        started = time.perf_counter()
+        print(f"{name}: acquiring the Pose2Sim demo videos and running BlazePose (cached under data/cache)")
+        build(config.datasets[name].raw, force=force)
+        print(f"{name}: done in {time.perf_counter() - started:.1f} s")
 
 
-def convert_datasets(config, names: list[str]) -> list[dict]:
-    import dagster as dg
-
+def run_partitions(config, job_name: str, names: list[str]) -> list[dict]:
+    """Run a partitioned job once per partition through Dagster; one summary row per partition."""
     from orchestration.definitions import build_definitions
 
     unknown = sorted(set(names) - set(config.datasets))
     if unknown:
         raise SystemExit(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
     defs = build_definitions(config)
-    job = defs.resolve_job_def("convert_datasets")
+    job = defs.resolve_job_def(job_name)
     instance = _dagster_instance()
     rows = []
     for name in names:
@@ -65,13 +82,13 @@ def _first_error(result) -> str:
     return "run failed"
 
 
-def print_table(config, rows: list[dict]) -> None:
+def print_table(title: str, rows: list[dict], store_path) -> None:
     from assets.store import open_store
 
     header = f"{'dataset':<18} {'skeleton':<16} {'train':>6} {'val':>6} {'test':>6} {'MB':>7} {'s':>6}  checks"
-    print("\n" + header + "\n" + "-" * len(header))
+    print(f"\n{title}\n" + header + "\n" + "-" * len(header))
     for row in rows:
-        path = config.dataset_store_path(row["dataset"])
+        path = store_path(row["dataset"])
         if row["error"] or not path.exists():
             print(f"{row['dataset']:<18} FAILED: {row['error']}")
             continue
@@ -91,7 +108,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the synthetic demo world's raw datasets")
     gen.add_argument("--force", action="store_true", help="regenerate even if the raw folders exist")
-    conv = sub.add_parser("convert", help="convert datasets into canonical stores (Dagster runs)")
+    conv = sub.add_parser("convert", help="convert datasets into canonical stores and triangulate the "
+                                          "multi-view ones (Dagster runs)")
     conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
     sub.add_parser("demo", help="generate the demo world if needed, then run the pipeline on it")
     args = parser.parse_args(argv)
@@ -104,12 +122,18 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     if args.command == "demo":
         generate(config)
-    rows = convert_datasets(config, args.datasets if args.command == "convert" and args.datasets
-                            else sorted(config.datasets))
-    print_table(config, rows)
+    names = args.datasets if args.command == "convert" and args.datasets else sorted(config.datasets)
+    rows = run_partitions(config, "convert_datasets", names)
+    print_table("dataset stores", rows, config.dataset_store_path)
+    converted = {r["dataset"] for r in rows if r["ok"]}
+    multiview = [n for n in config.multiview_datasets if n in converted]
+    if multiview:
+        pseudo_rows = run_partitions(config, "triangulate_pseudo_gt", multiview)
+        print_table("pseudo-GT stores (triangulated multi-view datasets)", pseudo_rows, config.pseudo_gt_store_path)
+        rows += pseudo_rows
     print(f"\ntotal {time.perf_counter() - started:.1f} s; stores under {config.store_root}; "
           f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return 0 if all(r["ok"] for r in rows) and len(converted) == len(names) else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class PseudoGTConfig:
+    threshold_fraction: float = 0.02
+    min_views: int = 2
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     path: Path
     datasets: dict[str, DatasetConfig]
@@ -36,9 +42,21 @@ class PipelineConfig:
     image_size: int
     demo_size: str
     demo_seed: int
+    pseudo_gt: PseudoGTConfig = PseudoGTConfig()
 
     def dataset_store_path(self, name: str) -> Path:
         return self.store_root / "dataset" / f"{name}.zarr"
+
+    def pseudo_gt_store_path(self, name: str) -> Path:
+        return self.store_root / "pseudo_gt" / f"{name}.zarr"
+
+    @property
+    def multiview_datasets(self) -> list[str]:
+        return sorted(name for name, entry in self.datasets.items() if entry.multiview_2d)
+
+    def training_store_path(self, name: str) -> Path:
+        """The store training reads: the pseudo-GT store for multi-view 2D datasets."""
+        return self.pseudo_gt_store_path(name) if self.datasets[name].multiview_2d else self.dataset_store_path(name)
 
     @property
     def raw_root(self) -> Path:
@@ -71,6 +89,10 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     base = path.parent
+    pseudo_gt = raw.get("pseudo_gt") or {}
+    multiview = pseudo_gt.get("datasets") or []
+    if not isinstance(multiview, list):
+        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' must be a list of dataset names, got {multiview!r}")
     datasets = {}
     for name, entry in _field(raw, "datasets", path, "", dict).items():
         converter = _field(entry, "converter", path, f"datasets.{name}.", str)
@@ -79,12 +101,17 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
                               f"known converters: {', '.join(sorted(CONVERTERS))}")
         datasets[name] = DatasetConfig(
             name=name, converter=converter, raw=(base / _field(entry, "raw", path, f"datasets.{name}.", str)),
-            multiview_2d=bool(entry.get("multiview_2d", False)))
+            multiview_2d=name in multiview)
     if not datasets:
         raise ConfigError(f"{path}: field 'datasets' lists no dataset")
+    unknown = sorted(set(multiview) - set(datasets))
+    if unknown:
+        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' names {unknown}, which are not under 'datasets'")
     store = _field(raw, "store", path, "", dict)
     demo = raw.get("demo", {}) or {}
     return PipelineConfig(
         path=path, datasets=datasets, store_root=base / _field(store, "root", path, "store.", str),
         image_size=int(_field(store, "image_size", path, "store.", int)),
-        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)))
+        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)),
+        pseudo_gt=PseudoGTConfig(threshold_fraction=float(pseudo_gt.get("threshold_fraction", 0.02)),
+                                 min_views=int(pseudo_gt.get("min_views", 2))))

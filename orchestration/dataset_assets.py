@@ -14,8 +14,8 @@ import numpy as np
 from assets.converters import CONVERTERS, get_converter
 from assets.converters.common import convert
 from assets.preview import preview_png
-from assets.quality import CHECK_NAMES, describe_checks, run_store_checks
 from assets.store import SPLITS, fingerprint_paths, open_store
+from orchestration.checks import quality_check_specs, store_check_results
 from orchestration.config import PipelineConfig
 
 ASSET_CODE_VERSION = "dataset-v1"
@@ -49,28 +49,6 @@ def store_metadata(store, seconds: float) -> dict:
     }
 
 
-def check_results(store_path) -> list[dg.AssetCheckResult]:
-    results = []
-    for outcome in run_store_checks(store_path):
-        results.append(dg.AssetCheckResult(
-            check_name=outcome.name, passed=bool(outcome.passed),
-            severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
-            description=outcome.description, metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()}))
-    return results
-
-
-def _metadata_value(value):
-    if isinstance(value, (bool, np.bool_)):
-        return dg.MetadataValue.bool(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return dg.MetadataValue.int(int(value))
-    if isinstance(value, (float, np.floating)):
-        return dg.MetadataValue.float(float(value))
-    if isinstance(value, str):
-        return dg.MetadataValue.text(value)
-    return dg.MetadataValue.json(value)
-
-
 def raw_data_versions(config: PipelineConfig) -> dict[str, str]:
     """Content hash of each dataset's raw folder: Dagster's data version of the raw source asset."""
     return {name: fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
@@ -88,8 +66,6 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         def raw_dataset(context):
             return dg.DataVersionsByPartition(raw_data_versions(config))
 
-    descriptions = describe_checks()
-
     @dg.asset(
         partitions_def=partitions,
         deps=[raw_dataset],
@@ -97,8 +73,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         group_name="datasets",
         kinds={"zarr"},
         description="Canonical Zarr store of one dataset (one partition per dataset).",
-        check_specs=[dg.AssetCheckSpec(name, asset="dataset", blocking=True, description=descriptions[name])
-                     for name in CHECK_NAMES],
+        check_specs=quality_check_specs("dataset"),
     )
     def dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         entry = config.datasets[context.partition_key]
@@ -108,7 +83,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         return dg.MaterializeResult(
             metadata=store_metadata(store, result.seconds),
             data_version=dg.DataVersion(result.raw_fingerprint[:24]),
-            check_results=check_results(result.path),
+            check_results=store_check_results(result.path),
         )
 
     return partitions, [raw_dataset, dataset]

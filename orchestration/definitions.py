@@ -6,6 +6,7 @@ import dagster as dg
 
 from orchestration.config import load_config
 from orchestration.dataset_assets import build_dataset_assets
+from orchestration.pseudo_gt_assets import build_pseudo_gt_assets
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -13,11 +14,18 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 def build_definitions(config=None) -> dg.Definitions:
     config = config or load_config()
     partitions, dataset_defs = build_dataset_assets(config)
+    multiview_partitions, pseudo_gt_defs = build_pseudo_gt_assets(config)
     convert_datasets = dg.define_asset_job(
         "convert_datasets", selection=dg.AssetSelection.assets("dataset"), partitions_def=partitions,
         description="Convert one dataset (partition) into its canonical store and run its checks.",
         executor_def=dg.in_process_executor)
-    return dg.Definitions(assets=dataset_defs, jobs=[convert_datasets])
+    jobs = [convert_datasets]
+    if multiview_partitions is not None:
+        jobs.append(dg.define_asset_job(
+            "triangulate_pseudo_gt", selection=dg.AssetSelection.assets("pseudo_gt"),
+            partitions_def=multiview_partitions, executor_def=dg.in_process_executor,
+            description="Triangulate one multi-view 2D dataset (partition) into its pseudo-GT store."))
+    return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs], jobs=jobs)
 
 
 defs = build_definitions()

@@ -9,6 +9,7 @@ from assets.converters.common import convert
 from assets.converters.raw_io import RawDataError
 from assets.skeletons import get_skeleton
 from assets.store import open_store
+from assets.synthetic import DATASETS as SYNTHETIC_DATASETS
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def raw_copy(tiny_world, tmp_path):
     return copy
 
 
-@pytest.mark.parametrize("name", sorted(CONVERTERS))
+@pytest.mark.parametrize("name", sorted(SYNTHETIC_DATASETS))
 def test_every_converter_on_a_tiny_world(tiny_world, tmp_path, name):
     converter = get_converter(name)
     result = convert(converter, tiny_world / name, tmp_path / f"{name}.zarr", image_size=64)
@@ -48,6 +49,12 @@ def test_every_converter_on_a_tiny_world(tiny_world, tmp_path, name):
             np.testing.assert_allclose(cam.camera_to_image(pose3d[i][ok]), pose2d[i][ok], atol=1e-2)
     else:
         assert np.isnan(pose3d).all()
+
+
+def test_registry_has_a_converter_for_every_demo_dataset():
+    assert set(SYNTHETIC_DATASETS) | {"pose2sim_demo"} == set(CONVERTERS)  # pose2sim: tests/test_pose2sim.py
+    with pytest.raises(KeyError, match="known converters"):
+        get_converter("h36m_official")
 
 
 def test_splits_follow_each_layouts_protocol(tiny_world, tmp_path):

@@ -11,7 +11,7 @@ from pipeline_config import write_config
 
 PROJECT = Path(__file__).resolve().parent.parent
 DVC = PROJECT / ".dvc-venv" / "bin" / "dvc"
-DATASETS = ["demo_h36m", "demo_smpl"]
+DATASETS = ["demo_h36m", "demo_multiview2d", "demo_smpl"]
 
 pytestmark = pytest.mark.skipif(not DVC.exists(), reason="DVC lives in .dvc-venv; create it with `make setup`")
 
@@ -43,7 +43,7 @@ def test_dvc_repro_recomputes_only_the_changed_dataset(tiny_world, tmp_path):
     _dvc(project, "init", "--no-scm", "-q")
 
     first = _dvc(project, "repro")
-    assert _ran_stages(first) == [f"dataset@{n}" for n in DATASETS]
+    assert _ran_stages(first) == [f"dataset@{n}" for n in DATASETS] + ["pseudo_gt@demo_multiview2d"]
     assert all((project / "data" / "stores" / "dataset" / f"{n}.zarr" / "zarr.json").exists() for n in DATASETS)
 
     second = _dvc(project, "repro")
@@ -57,3 +57,9 @@ def test_dvc_repro_recomputes_only_the_changed_dataset(tiny_world, tmp_path):
     assert "dataset@demo_smpl" in _dvc(project, "status")
     third = _dvc(project, "repro")
     assert _ran_stages(third) == ["dataset@demo_smpl"]
+
+    # a multi-view dataset's change re-runs its conversion and, downstream, its pseudo-GT
+    detections = sorted((raw / "demo_multiview2d" / "detections").glob("*/*.json"))[0]
+    detections.write_text(detections.read_text().replace('"frames"', '"frames" ', 1))
+    fourth = _dvc(project, "repro")
+    assert _ran_stages(fourth) == ["dataset@demo_multiview2d", "pseudo_gt@demo_multiview2d"]

@@ -39,6 +39,22 @@ def test_two_partitions_materialise_in_process_with_metadata_and_checks(tiny_wor
         assert config.dataset_store_path(partition).exists()
 
 
+def test_pseudo_gt_partition_triangulates_the_converted_dataset(tiny_world, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_multiview2d"]))
+    defs = build_definitions(config)
+    assert defs.resolve_assets_def("pseudo_gt").partitions_def.get_partition_keys() == ["demo_multiview2d"]
+    with dg.instance_for_test() as instance:
+        for job in ("convert_datasets", "triangulate_pseudo_gt"):
+            result = defs.resolve_job_def(job).execute_in_process(partition_key="demo_multiview2d", instance=instance)
+            assert result.success
+            assert all(e.passed for e in result.get_asset_check_evaluations())
+    (materialization,) = result.asset_materializations_for_node("pseudo_gt")
+    assert materialization.metadata["joints_triangulated_fraction"].value > 0.5
+    assert "| inlier views | joints |" in materialization.metadata["inlier_view_histogram"].value
+    assert config.training_store_path("demo_multiview2d") == config.pseudo_gt_store_path("demo_multiview2d")
+    assert config.pseudo_gt_store_path("demo_multiview2d").exists()
+
+
 def test_failed_blocking_check_stops_downstream_assets(tiny_world, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_world / "demo_h36m", raw / "demo_h36m")

@@ -1,0 +1,76 @@
+"""Dagster wiring for pseudo ground truth: triangulate the multi-view 2D datasets' detections.
+
+One partition per dataset listed under ``pseudo_gt.datasets`` in the config; each reads that dataset's
+canonical store and writes a pseudo-GT store (assets.pseudo_gt) with the same GX checks.
+"""
+
+import base64
+import hashlib
+import time
+
+import dagster as dg
+
+from assets.pseudo_gt import PSEUDO_GT_VERSION, triangulate_store, write_pseudo_gt_store
+from assets.preview import preview_png
+from assets.store import open_store
+from orchestration.checks import quality_check_specs, store_check_results
+from orchestration.config import PipelineConfig
+
+ASSET_CODE_VERSION = f"pseudo-gt-v{PSEUDO_GT_VERSION}"
+
+
+def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
+    histogram = stats["inlier_view_histogram"]
+    view_table = "| inlier views | joints |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in histogram.items())
+    bone_table = "| bone | robust CV (MAD/median) |\n|---|---|\n" + "\n".join(
+        f"| {bone} | {cv:.3f} |" for bone, cv in stats["bone_length_robust_cv"].items())
+    errors = stats["reprojection_error_px"]
+    return {
+        "examples": dg.MetadataValue.int(len(store)),
+        "instants": dg.MetadataValue.int(stats["instants"]),
+        "joints_triangulated_fraction": dg.MetadataValue.float(stats["joints_triangulated_fraction"]),
+        **{f"reprojection_error_{q}_px": dg.MetadataValue.float(v) for q, v in errors.items()},
+        "inlier_view_histogram": dg.MetadataValue.md(view_table),
+        "bone_length_stability": dg.MetadataValue.md(bone_table),
+        "bone_length_robust_cv_median": dg.MetadataValue.float(stats["bone_length_robust_cv_median"]),
+        "bone_length_far_off_fraction": dg.MetadataValue.float(stats["bone_length_far_off_fraction"]),
+        "store_path": dg.MetadataValue.path(str(store.path)),
+        "seconds": dg.MetadataValue.float(round(seconds, 2)),
+        "preview": dg.MetadataValue.md(
+            f"![preview](data:image/png;base64,{base64.b64encode(preview_png(store)).decode()})"),
+    }
+
+
+def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition | None, list]:
+    names = config.multiview_datasets
+    if not names:
+        return None, []
+    partitions = dg.StaticPartitionsDefinition(names)
+    settings = config.pseudo_gt
+
+    @dg.asset(
+        partitions_def=partitions,
+        deps=[dg.AssetDep("dataset", partition_mapping=dg.StaticPartitionMapping({n: n for n in names}))],
+        code_version=ASSET_CODE_VERSION,
+        group_name="pseudo_gt",
+        kinds={"zarr"},
+        description="Multi-view 2D detections triangulated into 3D pseudo ground truth (robust, per sequence).",
+        check_specs=quality_check_specs("pseudo_gt"),
+    )
+    def pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        name = context.partition_key
+        started = time.perf_counter()
+        source = open_store(config.dataset_store_path(name))
+        pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
+                                   min_views=settings.min_views, progress=context.log.info)
+        path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=context.log.info)
+        store = open_store(path)
+        version = hashlib.sha256(
+            f"{source.attrs['raw_fingerprint']}:{ASSET_CODE_VERSION}:{settings}".encode()).hexdigest()[:24]
+        return dg.MaterializeResult(
+            metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started),
+            data_version=dg.DataVersion(version),
+            check_results=store_check_results(path),
+        )
+
+    return partitions, [pseudo_gt]
