@@ -42,6 +42,9 @@ class QualityConfig:
     min_bone_median_mm: float = 10.0
     max_bone_median_mm: float = 1000.0
     bone_ratio_factor: float = 2.5
+    # a bone only counts as off when it is also this far from its median: short bones (eye to ear,
+    # finger joints) are dominated by labelling noise of a few cm, as in PosePile's plausibility filter
+    bone_min_deviation_mm: float = 50.0
     bone_ratio_mostly: float = 0.98
     max_reprojection_px: float = 2.0
     reprojection_mostly: float = 0.99
@@ -89,7 +92,7 @@ def describe_checks(config: QualityConfig | None = None) -> dict[str, str]:
         "bone_lengths": f"Each skeleton edge's median 3D length is between {c.min_bone_median_mm:g} and "
                         f"{c.max_bone_median_mm:g} mm (catches metres stored as mm), and at least "
                         f"{c.bone_ratio_mostly:.0%} of bone lengths are within a factor {c.bone_ratio_factor:g} "
-                        f"of their edge's median.",
+                        f"of their edge's median or within {c.bone_min_deviation_mm:g} mm of it.",
         "reprojection": f"pose3d projected with the example's intrinsics and lens distortion lands within "
                         f"{c.max_reprojection_px:g} px of pose2d for at least {c.reprojection_mostly:.0%} of joints "
                         f"labelled in both.",
@@ -447,7 +450,10 @@ def _check_bone_lengths(gx: _GxRunner, sample: _Sample, config: QualityConfig) -
     medians = pd.DataFrame({"edge": per_edge.index, "median_mm": per_edge["median"].to_numpy(),
                             "bones": per_edge["size"].to_numpy()})
     with np.errstate(divide="ignore", invalid="ignore"):  # zero-length medians fail the median expectation
-        bones["ratio"] = bones.length_mm / bones.edge.map(per_edge["median"])
+        edge_median = bones.edge.map(per_edge["median"])
+        raw_ratio = bones.length_mm / edge_median
+        within_noise = (bones.length_mm - edge_median).abs() <= config.bone_min_deviation_mm
+        bones["ratio"] = np.where(within_noise, 1.0, raw_ratio)
         severity = np.abs(np.log(bones.ratio.to_numpy()))
     bones = bones.iloc[np.argsort(-np.nan_to_num(severity, nan=np.inf), kind="stable")]
 
@@ -478,7 +484,8 @@ def _check_bone_lengths(gx: _GxRunner, sample: _Sample, config: QualityConfig) -
                         f"(medians {low:.3g}-{high:.3g} mm; metres instead of mm?)")
     if not ratio_check.success:
         findings.append(f"{off_ratio} of {len(bones)} bones ({off_ratio / len(bones):.1%}) deviate more than "
-                        f"x{factor:g} from their edge's median (allowed {1 - config.bone_ratio_mostly:.0%})")
+                        f"x{factor:g} (and {config.bone_min_deviation_mm:g} mm) from their edge's median "
+                        f"(allowed {1 - config.bone_ratio_mostly:.0%})")
     if findings:
         return _Verdict(False, "; ".join(findings), metadata)
     return _Verdict(True, f"{len(medians)} edges with median lengths {low:.0f}-{high:.0f} mm; "

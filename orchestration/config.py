@@ -21,17 +21,21 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PseudoGTConfig:
+    threshold_fraction: float = 0.02
+    min_views: int = 2
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     name: str
     converter: str
     raw: Path
-    multiview_2d: bool = False
+    pseudo_gt: PseudoGTConfig | None = None  # set for multi-view 2D datasets, which get triangulated
 
-
-@dataclass(frozen=True)
-class PseudoGTConfig:
-    threshold_fraction: float = 0.02
-    min_views: int = 2
+    @property
+    def multiview_2d(self) -> bool:
+        return self.pseudo_gt is not None
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,6 @@ class PipelineConfig:
     image_size: int
     demo_size: str
     demo_seed: int
-    pseudo_gt: PseudoGTConfig = PseudoGTConfig()
 
     def dataset_store_path(self, name: str) -> Path:
         return self.store_root / "dataset" / f"{name}.zarr"
@@ -90,9 +93,11 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     base = path.parent
     pseudo_gt = raw.get("pseudo_gt") or {}
-    multiview = pseudo_gt.get("datasets") or []
-    if not isinstance(multiview, list):
-        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' must be a list of dataset names, got {multiview!r}")
+    multiview = pseudo_gt.get("datasets") or {}
+    if not isinstance(multiview, dict):
+        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' must map dataset names to settings, got {multiview!r}")
+    defaults = {"threshold_fraction": float(pseudo_gt.get("threshold_fraction", 0.02)),
+                "min_views": int(pseudo_gt.get("min_views", 2))}
     datasets = {}
     for name, entry in _field(raw, "datasets", path, "", dict).items():
         converter = _field(entry, "converter", path, f"datasets.{name}.", str)
@@ -101,7 +106,7 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
                               f"known converters: {', '.join(sorted(CONVERTERS))}")
         datasets[name] = DatasetConfig(
             name=name, converter=converter, raw=(base / _field(entry, "raw", path, f"datasets.{name}.", str)),
-            multiview_2d=name in multiview)
+            pseudo_gt=_pseudo_gt_settings(multiview[name], defaults, path, name) if name in multiview else None)
     if not datasets:
         raise ConfigError(f"{path}: field 'datasets' lists no dataset")
     unknown = sorted(set(multiview) - set(datasets))
@@ -112,6 +117,12 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
     return PipelineConfig(
         path=path, datasets=datasets, store_root=base / _field(store, "root", path, "store.", str),
         image_size=int(_field(store, "image_size", path, "store.", int)),
-        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)),
-        pseudo_gt=PseudoGTConfig(threshold_fraction=float(pseudo_gt.get("threshold_fraction", 0.02)),
-                                 min_views=int(pseudo_gt.get("min_views", 2))))
+        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)))
+
+
+def _pseudo_gt_settings(entry, defaults: dict, path: Path, name: str) -> PseudoGTConfig:
+    entry = entry or {}
+    unknown = sorted(set(entry) - set(defaults)) if isinstance(entry, dict) else None
+    if unknown is None or unknown:
+        raise ConfigError(f"{path}: field 'pseudo_gt.datasets.{name}' may set {sorted(defaults)}, got {entry!r}")
+    return PseudoGTConfig(**{**defaults, **entry})

@@ -46,7 +46,6 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     if not names:
         return None, []
     partitions = dg.StaticPartitionsDefinition(names)
-    settings = config.pseudo_gt
 
     @dg.asset(
         partitions_def=partitions,
@@ -59,6 +58,7 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     )
     def pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         name = context.partition_key
+        settings = config.datasets[name].pseudo_gt
         started = time.perf_counter()
         source = open_store(config.dataset_store_path(name))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,

@@ -13,7 +13,7 @@ def write_config(folder, raw_root, datasets=None, image_size=64):
         "demo": {"size": "tiny", "seed": 0},
         "store": {"root": str(folder / "stores"), "image_size": image_size},
         # three agreeing views: a tiny world has too few frames to absorb two-view mistakes in its checks
-        "pseudo_gt": {"datasets": [n for n in names if n in MULTIVIEW_DATASETS], "min_views": 3,
+        "pseudo_gt": {"datasets": {n: {} for n in names if n in MULTIVIEW_DATASETS}, "min_views": 3,
                       "threshold_fraction": 0.02},
         "datasets": {n: {"converter": n, "raw": str(raw_root / n)} for n in names},
     }
