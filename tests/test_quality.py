@@ -210,3 +210,17 @@ def test_importing_the_checks_does_not_import_great_expectations():
     code = "import sys, assets.quality; print('great_expectations' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_short_bones_may_vary_by_labelling_noise(tmp_path):
+    """A 20 mm bone measured as 5-45 mm is noise, not an implausible skeleton (ratios up to x9)."""
+    arrays, attrs = make_store_arrays()
+    pose = arrays["pose3d"]
+    head, top = H36M.index("head"), H36M.index("htop")
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=(len(pose), 3))
+    direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
+    lengths = np.where(np.arange(len(pose)) % 2 == 0, 5.0, 45.0)[:, None]
+    pose[:, top] = pose[:, head] + direction * lengths
+    arrays["pose2d"] = project_pose2d(pose, arrays["intrinsics"], arrays["distortion"])
+    assert _outcomes(_write(tmp_path, arrays, attrs))["bone_lengths"].passed
