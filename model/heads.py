@@ -1,0 +1,104 @@
+"""MeTRAbs output layer: one 1×1 convolution to per-joint heatmaps, decoded by soft-argmax.
+
+Channel layout of the head's output (J joints, D depth slices), as in the reference implementation:
+
+    channels [0, J)           2D heatmap logits of joint j at channel j
+    channels [J, J + D·J)     3D heatmap logits of joint j, depth slice d at channel J + d·J + j
+
+Softmax runs over the H×W cells for 2D and jointly over the D×H×W cells for 3D; the soft-argmax is the
+expectation of per-axis coordinates ``linspace(0, 1, n)``. Decoding (S = crop side, s = stride,
+H = W = S / s heatmap cells per side, B = ``box_size_mm``):
+
+- Image pixels (pixel centres at integer coordinates, as in ``assets/cameras.py``): heatmap cell i
+  summarises pixels s·i … s·i + s − 1, whose centre is s·i + (s − 1)/2, so
+
+      u = (s − 1)/2 + t · s · (H − 1)          (t ∈ [0, 1] from the soft-argmax)
+
+  The reference writes u = s//2 + t·(S − 1 − ((S − 1) mod s)) with half-integer pixel centres; with
+  S divisible by s the two agree up to that half-pixel convention. Cell centres sit symmetrically about
+  the crop centre (S − 1)/2, so a horizontal flip maps cell i onto cell H − 1 − i exactly.
+- Metric 3D, "truncation-robust": a cube of side B around an unknown reference point, axes parallel
+  to the camera's. x and y use the same cells as the 2D heatmap, scaled B/S mm per pixel and centred on
+  the crop centre; z uses the D slices spread over the cube's depth:
+
+      x = (u(t_x) − (S − 1)/2) · B / S,    y likewise,    z = t_z · B − B / 2
+
+  These are offsets from the reference point, not camera coordinates: ``reconstruction.py`` finds the
+  reference point from the 2D prediction.
+"""
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def soft_argmax(logits: Tensor, num_axes: int) -> Tensor:
+    """Expected position along each of the last ``num_axes`` axes, each axis spanning [0, 1].
+
+    The softmax is taken jointly over those axes. Returns [..., num_axes], coordinates in the order of
+    the axes (so (t_d, t_y, t_x) for logits [..., D, H, W]). Computed in float32 whatever the input.
+    """
+    grid_shape = logits.shape[-num_axes:]
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        flat = logits.float().flatten(-num_axes)
+        probs = F.softmax(flat, dim=-1).view(*logits.shape[:-num_axes], *grid_shape)
+        coords = []
+        for axis, size in enumerate(grid_shape):
+            others = tuple(a - num_axes for a in range(num_axes) if a != axis)
+            marginal = probs.sum(dim=others) if others else probs
+            positions = torch.linspace(0.0, 1.0, size, device=logits.device)
+            coords.append(marginal @ positions)
+        return torch.stack(coords, dim=-1)
+
+
+def heatmap_to_image(coords: Tensor, image_size: int, stride: int) -> Tensor:
+    """Normalised heatmap coordinates in [0, 1] → crop pixels (see module docstring)."""
+    cells = image_size // stride
+    return (stride - 1) / 2 + coords * (stride * (cells - 1))
+
+
+def heatmap_to_metric(coords: Tensor, image_size: int, stride: int, box_size_mm: float) -> Tensor:
+    """Normalised 3D heatmap coordinates (t_x, t_y, t_z) → offsets in mm from the reference point."""
+    pixels = heatmap_to_image(coords[..., :2], image_size, stride)
+    xy = (pixels - (image_size - 1) / 2) * (box_size_mm / image_size)
+    z = (coords[..., 2:] - 0.5) * box_size_mm
+    return torch.cat([xy, z], dim=-1)
+
+
+class MetrabsHead(nn.Module):
+    """Features [B, C, H, W] → (coords2d [B, J, 2] pixels, coords3d_rel [B, J, 3] mm), both float32."""
+
+    def __init__(self, in_channels: int, num_joints: int, *, depth: int, image_size: int, stride: int, box_size_mm: float):
+        super().__init__()
+        self.num_joints = num_joints
+        self.depth = depth
+        self.image_size = image_size
+        self.stride = stride
+        self.box_size_mm = box_size_mm
+        self.conv = nn.Conv2d(in_channels, num_joints * (1 + depth), kernel_size=1)
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.image_size // self.stride
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        cells = self.heatmap_size
+        if features.shape[-2:] != (cells, cells):
+            raise RuntimeError(
+                f"backbone features are {tuple(features.shape[-2:])} cells, expected {(cells, cells)} for "
+                f"{self.image_size} px crops at stride {self.stride}: the backbone's stride does not match"
+            )
+        logits = self.conv(features)
+        return self.decode(logits)
+
+    def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Head output logits [B, J·(1 + D), H, W] → (coords2d px, coords3d_rel mm)."""
+        batch, _, height, width = logits.shape
+        joints = self.num_joints
+        logits2d = logits[:, :joints]  # [B, J, H, W]
+        logits3d = logits[:, joints:].reshape(batch, self.depth, joints, height, width).transpose(1, 2)
+        t2d = soft_argmax(logits2d, 2).flip(-1)  # (t_y, t_x) → (t_x, t_y)
+        t3d = soft_argmax(logits3d, 3).flip(-1)  # (t_d, t_y, t_x) → (t_x, t_y, t_z)
+        coords2d = heatmap_to_image(t2d, self.image_size, self.stride)
+        coords3d_rel = heatmap_to_metric(t3d, self.image_size, self.stride, self.box_size_mm)
+        return coords2d, coords3d_rel
