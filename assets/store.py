@@ -199,7 +199,7 @@ class StoreWriter:
         self.attrs["num_examples"] = self.num_examples
         self.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.group.attrs.update(self.attrs)
-        _swap_into_place(self.tmp_path, self.path)
+        swap_into_place(self.tmp_path, self.path)
         self._committed = True
         return self.path
 
@@ -215,7 +215,7 @@ class StoreWriter:
         return False
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
+def swap_into_place(tmp: Path, final: Path) -> None:
     recover_interrupted_swap(final)
     backup = None
     if final.exists():
