@@ -75,6 +75,25 @@ def run_partitions(config, job_name: str, names: list[str]) -> list[dict]:
     return rows
 
 
+def run_models(config) -> bool:
+    """The unpartitioned training stages, in one Dagster run; prints what each produced."""
+    from orchestration.definitions import build_definitions
+
+    started = time.perf_counter()
+    job = build_definitions(config).resolve_job_def("train_models")
+    result = job.execute_in_process(instance=_dagster_instance(), raise_on_error=False)
+    print(f"\ntraining stages ({time.perf_counter() - started:.0f} s)")
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        shown = {k: v.value for k, v in materialization.metadata.items()
+                 if k in ("examples", "steps", "final_loss", "images_per_second", "device", "train_seconds", "poses",
+                          "held_out_error_3d_mm", "held_out_error_projected_mm")}
+        print(f"  {materialization.asset_key.to_user_string():<24} {shown}")
+    if not result.success:
+        print(f"  FAILED: {_first_error(result)}")
+    return result.success
+
+
 def _first_error(result) -> str:
     for event in result.all_events:
         if event.is_failure and event.step_failure_data is not None:
@@ -100,6 +119,28 @@ def print_table(title: str, rows: list[dict], store_path) -> None:
               f"{counts['test']:>6} {megabytes:>7.1f} {row['seconds']:>6.1f}  {checks}")
 
 
+def predict(args) -> int:
+    import json
+
+    import model
+    from model.inference import predict_folder
+
+    estimator = model.load(args.model)
+    skeleton = None if args.skeleton == "all" else args.skeleton
+    poses = predict_folder(estimator, args.images, skeleton=skeleton, fov_degrees=args.fov,
+                           intrinsics_file=args.intrinsics)
+    text = json.dumps({"units": "mm", "frame": "camera", "skeleton": args.skeleton,
+                       "joint_names": [n.rsplit("_" + args.skeleton, 1)[0] for n in estimator.joint_names
+                                       if skeleton is None or n.endswith("_" + skeleton)],
+                       "poses": {name: pose.round(1).tolist() for name, pose in poses.items()}})
+    if args.out == "-":
+        print(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(poses)} poses ({args.skeleton}) to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     from orchestration.config import load_config
 
@@ -112,7 +153,17 @@ def main(argv=None) -> int:
                                           "multi-view ones (Dagster runs)")
     conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
     sub.add_parser("demo", help="generate the demo world if needed, then run the pipeline on it")
+    pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
+    pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
+    pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
+    pred.add_argument("--skeleton", default="smpl_24", help="output skeleton format ('all' for every joint)")
+    pred.add_argument("--fov", type=float, default=None, help="field of view of the crops in degrees "
+                      "(default 55) when --intrinsics is not given")
+    pred.add_argument("--intrinsics", help="JSON file: crop file name -> 3x3 intrinsic matrix")
+    pred.add_argument("--out", default="-", help="output JSON file (default: stdout)")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return predict(args)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     config = load_config(args.config)
 
@@ -131,6 +182,9 @@ def main(argv=None) -> int:
         pseudo_rows = run_partitions(config, "triangulate_pseudo_gt", multiview)
         print_table("pseudo-GT stores (triangulated multi-view datasets)", pseudo_rows, config.pseudo_gt_store_path)
         rows += pseudo_rows
+    if args.command == "demo" and config.training is not None and all(r["ok"] for r in rows):
+        ok = run_models(config)
+        rows.append({"ok": ok})
     print(f"\ntotal {time.perf_counter() - started:.1f} s; stores under {config.store_root}; "
           f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
     return 0 if all(r["ok"] for r in rows) and len(converted) == len(names) else 1

@@ -39,6 +39,33 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    steps: int
+    learning_rate: float
+    mode: str = "separate"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    batch_3d: dict
+    batch_2d: dict
+    initial: RunSettings
+    final: RunSettings
+    backbone: str = "small_cnn"
+    workers: int = 2
+    checkpoint_every: int = 100
+
+
+@dataclass(frozen=True)
+class AcaeSettings:
+    n_latent_sided: int = 40
+    n_latent_center: int = 8
+    sparsity: float = 0.6
+    steps: int = 3000
+    pseudo_gt_examples_per_dataset: int = 600
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     path: Path
     datasets: dict[str, DatasetConfig]
@@ -46,6 +73,12 @@ class PipelineConfig:
     image_size: int
     demo_size: str
     demo_seed: int
+    training: TrainingSettings | None = None
+    acae: AcaeSettings = AcaeSettings()
+
+    @property
+    def models_root(self) -> Path:
+        return self.store_root.parent / "models"
 
     def dataset_store_path(self, name: str) -> Path:
         return self.store_root / "dataset" / f"{name}.zarr"
@@ -117,7 +150,43 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
     return PipelineConfig(
         path=path, datasets=datasets, store_root=base / _field(store, "root", path, "store.", str),
         image_size=int(_field(store, "image_size", path, "store.", int)),
-        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)))
+        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)),
+        training=_training_settings(raw.get("training"), datasets, path),
+        acae=_settings(AcaeSettings, raw.get("acae"), path, "acae"))
+
+
+def _settings(cls, entry, path: Path, where: str):
+    entry = entry or {}
+    known = set(cls.__dataclass_fields__)
+    if not isinstance(entry, dict) or set(entry) - known:
+        extra = sorted(set(entry) - known) if isinstance(entry, dict) else entry
+        raise ConfigError(f"{path}: field '{where}' has unknown settings {extra}; known: {sorted(known)}")
+    try:
+        return cls(**entry)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: field '{where}': {exc}") from None
+
+
+def _training_settings(entry, datasets: dict, path: Path) -> TrainingSettings | None:
+    if not entry:
+        return None
+    batches = {}
+    for part in ("batch_3d", "batch_2d"):
+        counts = entry.get(part) or {}
+        if not isinstance(counts, dict) or not all(isinstance(v, int) and v > 0 for v in counts.values()):
+            raise ConfigError(f"{path}: field 'training.{part}' must map dataset names to positive counts")
+        unknown = sorted(set(counts) - set(datasets))
+        if unknown:
+            raise ConfigError(f"{path}: field 'training.{part}' names {unknown}, which are not under 'datasets'")
+        batches[part] = dict(counts)
+    if not batches["batch_3d"]:
+        raise ConfigError(f"{path}: field 'training.batch_3d' lists no dataset with 3D labels")
+    rest = {k: v for k, v in entry.items() if k not in ("batch_3d", "batch_2d", "initial", "final")}
+    return _settings(TrainingSettings, {
+        **rest, **batches,
+        "initial": _settings(RunSettings, entry.get("initial"), path, "training.initial"),
+        "final": _settings(RunSettings, entry.get("final"), path, "training.final"),
+    }, path, "training")
 
 
 def _pseudo_gt_settings(entry, defaults: dict, path: Path, name: str) -> PseudoGTConfig:

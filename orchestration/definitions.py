@@ -6,6 +6,7 @@ import dagster as dg
 
 from orchestration.config import load_config
 from orchestration.dataset_assets import build_dataset_assets
+from orchestration.model_assets import build_model_assets
 from orchestration.pseudo_gt_assets import build_pseudo_gt_assets
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -25,7 +26,12 @@ def build_definitions(config=None) -> dg.Definitions:
             "triangulate_pseudo_gt", selection=dg.AssetSelection.assets("pseudo_gt"),
             partitions_def=multiview_partitions, executor_def=dg.in_process_executor,
             description="Triangulate one multi-view 2D dataset (partition) into its pseudo-GT store."))
-    return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs], jobs=jobs)
+    model_defs = build_model_assets(config)
+    if model_defs:
+        jobs.append(dg.define_asset_job(
+            "train_models", selection=dg.AssetSelection.assets(*model_defs), executor_def=dg.in_process_executor,
+            description="Training pool, initial model, all-skeleton pseudo-GT, autoencoder, final model."))
+    return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs, *model_defs], jobs=jobs)
 
 
 defs = build_definitions()

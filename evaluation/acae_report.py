@@ -1,0 +1,60 @@
+"""What a fitted affine-combining autoencoder learned: held-out errors per skeleton, sparsity, a plot."""
+
+import numpy as np
+
+from evaluation.plots import figure_png, plt
+
+SPARSE_THRESHOLD = 1e-3
+
+
+def skeleton_of(joint_name: str) -> str:
+    """'lsho_h36m_17' -> 'h36m_17' (union joint names are '<joint>_<skeleton>')."""
+    return joint_name.split("_", 1)[1]
+
+
+def errors_per_skeleton(acae, poses: np.ndarray) -> list[dict]:
+    """Held-out reconstruction error (mm, 3D and projected) of each skeleton format's joints."""
+    errors = acae.reconstruction_error(poses)
+    skeletons = np.array([skeleton_of(n) for n in acae.joint_names])
+    rows = []
+    for skeleton in dict.fromkeys(skeletons):
+        mask = skeletons == skeleton
+        rows.append({"skeleton": str(skeleton), "joints": int(mask.sum()),
+                     "error_3d_mm": float(np.nanmean(errors.per_joint_3d_mm[mask])),
+                     "error_projected_mm": float(np.nanmean(errors.per_joint_projected_mm[mask]))})
+    rows.append({"skeleton": "all", "joints": len(skeletons), "error_3d_mm": errors.mean_3d_mm,
+                 "error_projected_mm": errors.mean_projected_mm})
+    return rows
+
+
+def sparsity(acae) -> dict:
+    return {name: float(np.mean(np.abs(w) < SPARSE_THRESHOLD))
+            for name, w in (("encoder", acae.encoder_weights), ("decoder", acae.decoder_weights))}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = "| skeleton | joints | held-out 3D error (mm) | held-out projected error (mm) |\n|---|---|---|---|\n"
+    return header + "\n".join(f"| {r['skeleton']} | {r['joints']} | {r['error_3d_mm']:.1f} | "
+                              f"{r['error_projected_mm']:.1f} |" for r in rows)
+
+
+def latent_plot_png(acae, poses: np.ndarray, strongest: int = 2) -> bytes:
+    """Latent points on the mean (root-centred) pose, each joined to its ``strongest`` encoder joints."""
+    centred = poses - np.nanmean(poses, axis=1, keepdims=True)
+    mean_pose = np.nanmean(centred, axis=0)
+    latents = acae.encode(mean_pose[None])[0]
+    weights = acae.encoder_weights  # [J, L]
+    figure, axes = plt.subplots(figsize=(5, 6), dpi=100)
+    axes.scatter(mean_pose[:, 0], mean_pose[:, 1], s=6, c="0.6", label="joints (all formats)")
+    colours = {"left": "tab:blue", "right": "tab:red"}
+    for l, side in enumerate(acae.latent_sides):
+        colour = colours.get(side, "tab:green")
+        for j in np.argsort(-weights[:, l])[:strongest]:
+            axes.plot([latents[l, 0], mean_pose[j, 0]], [latents[l, 1], mean_pose[j, 1]], c=colour, lw=0.5, alpha=0.6)
+    axes.scatter(latents[:, 0], latents[:, 1], s=18, c=[colours.get(s, "tab:green") for s in acae.latent_sides],
+                 label="latents (blue left, red right, green centre)")
+    axes.invert_yaxis()  # camera y points down
+    axes.set_aspect("equal")
+    axes.set(title="ACAE latent keypoints on the mean pose", xlabel="x (mm)", ylabel="y (mm)")
+    axes.legend(fontsize=7, loc="lower right")
+    return figure_png(figure)

@@ -1,0 +1,132 @@
+"""The user-facing pose estimator: a trained network plus how its outputs become each skeleton's joints.
+
+Training modes differ in what the network's head predicts (method.md §7):
+- ``separate`` / ``consistency``: every skeleton's joints directly (the union of all formats);
+- ``latent``: the autoencoder's latent keypoints, decoded into all joints by its decoder;
+- ``hybrid``: latents and joints; inference uses the decoded latents.
+
+``load(path).predict(crops, intrinsics, skeleton="smpl_24")`` gives camera-frame millimetres.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices
+
+MODES = ("separate", "consistency", "latent", "hybrid")
+_FORMAT_TAG = "dozens.pose_estimator"
+_FORMAT_VERSION = 1
+
+
+def latent_point_names(latent_sides) -> tuple[str, ...]:
+    """Head output names for ACAE latents; the l/r prefix makes flip augmentation mirror them correctly."""
+    prefix = {"left": "l", "right": "r"}
+    counters: dict[str, int] = {}
+    names = []
+    for side in latent_sides:
+        k = counters.get(side, 0)
+        counters[side] = k + 1
+        names.append(f"{prefix.get(side, 'c')}latent{k:02d}")
+    return tuple(names)
+
+
+class PoseEstimator(torch.nn.Module):
+    def __init__(self, network: MetrabsModel, mode: str, joint_names, decoder_weights: np.ndarray | None = None):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if mode in ("latent", "hybrid") and decoder_weights is None:
+            raise ValueError(f"mode {mode!r} needs the autoencoder's decoder_weights [L, J]")
+        self.network = network
+        self.mode = mode
+        self.joint_names = tuple(joint_names)
+        decoder = torch.zeros(0, len(self.joint_names)) if decoder_weights is None else \
+            torch.as_tensor(np.asarray(decoder_weights), dtype=torch.float32)
+        if decoder_weights is not None and decoder.shape[1] != len(self.joint_names):
+            raise ValueError(f"decoder_weights: expected shape [L, {len(self.joint_names)}], got {tuple(decoder.shape)}")
+        self.register_buffer("decoder", decoder)
+
+    @property
+    def num_latents(self) -> int:
+        return int(self.decoder.shape[0])
+
+    def joints_from_outputs(self, points: Tensor) -> dict[str, Tensor]:
+        """Network output points [B, P, D] → {"joints": the mode's joint estimate [B, J, D], and for the
+        hybrid mode also "direct": the head's own joint outputs}."""
+        if self.mode in ("separate", "consistency"):
+            return {"joints": points}
+        latents = points[:, :self.num_latents]
+        decoded = torch.einsum("lj,bld->bjd", self.decoder.to(points.dtype), latents)
+        if self.mode == "latent":
+            return {"joints": decoded, "latents": latents}
+        return {"joints": decoded, "latents": latents, "direct": points[:, self.num_latents:]}
+
+    def forward(self, images, intrinsics, **kwargs) -> dict[str, Tensor]:
+        out = self.network(images, intrinsics, **kwargs)
+        return {**out, **self.joints_from_outputs(out["coords3d_abs"])}
+
+    def predict(self, crops, intrinsics, skeleton: str | None = None, *, flip_test: bool = True) -> np.ndarray:
+        """Camera-frame poses in mm [B, J, 3] for ``skeleton`` (None: all joints of all formats).
+
+        crops: uint8 [B, S, S, 3]; intrinsics: [B, 3, 3] of the crops (undistorted pinhole).
+        """
+        out = self.network.predict(crops, intrinsics, flip_test=flip_test)
+        joints = self.joints_from_outputs(out["coords3d_abs"])["joints"]
+        if skeleton is not None:
+            joints = joints[:, skeleton_joint_indices(self.joint_names, skeleton)]
+        return joints.float().cpu().numpy()
+
+    def skeletons(self) -> list[str]:
+        formats = []
+        for name in self.joint_names:
+            fmt = name.split("_", 1)[1]
+            if fmt not in formats:
+                formats.append(fmt)
+        return formats
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": _FORMAT_TAG, "version": _FORMAT_VERSION, "mode": self.mode,
+            "joint_names": json.dumps(list(self.joint_names)),
+            "network_config": json.dumps(self.network.config.to_dict()),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, map_location: str | torch.device = "cpu") -> "PoseEstimator":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no pose estimator at {path}")
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT_TAG:
+            raise ValueError(f"{path}: not a dozens pose estimator file (missing format tag {_FORMAT_TAG!r})")
+        if payload.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: estimator file version {payload.get('version')} is not supported")
+        network = MetrabsModel(MetrabsConfig.from_dict(json.loads(payload["network_config"])))
+        state = payload["state_dict"]
+        decoder = state.get("decoder")
+        estimator = cls(network, payload["mode"], json.loads(payload["joint_names"]),
+                        decoder.numpy() if decoder is not None and decoder.numel() else None)
+        estimator.load_state_dict(state)
+        return estimator.to(map_location)
+
+
+def load(path, map_location: str | torch.device = "cpu") -> PoseEstimator:
+    return PoseEstimator.load(path, map_location)

@@ -1,0 +1,313 @@
+"""Training runs of the pose estimator (method.md §2, §3, §7): one loop for all four modes.
+
+- ``separate``: one output per joint of every skeleton format (step 1 of the paper's workflow);
+- ``consistency``: the same outputs plus a penalty on their distance from the frozen autoencoder's
+  reconstruction of them (step 3 default);
+- ``latent``: the head predicts the autoencoder's latent keypoints, decoded into every format;
+- ``hybrid``: latents and joints, with the student-teacher terms of the reference.
+
+The loop checkpoints every ``checkpoint_every`` steps (atomically) and resumes from the last checkpoint,
+seeing exactly the batches an uninterrupted run would have seen. CUDA is used with bf16 autocast when
+present; the same code runs on the CPU.
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from assets.store import open_store
+from model.data import MultiDatasetBatches, Source
+from model.estimator import MODES, PoseEstimator, latent_point_names
+from model.losses import LossSettings, combined_loss, consistency_loss, loss_2d_batch, loss_3d_batch
+from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.json"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    mode: str = "separate"
+    steps: int = 600
+    learning_rate: float = 2e-3
+    weight_decay: float = 3e-3  # decoupled, scaled like the reference: wd / sqrt(steps) / lr per step
+    abs_loss_start_step: int = 100  # the paper: 5000 of 400k
+    weak_perspective_steps: int = 30  # the paper: 500
+    bn_inference_steps: int = 0  # last steps with BatchNorm statistics frozen (the paper: 1000)
+    consistency_weight: float = 1.0
+    teacher_start_step: int = 100  # hybrid mode: when the latent head starts learning from the joints
+    checkpoint_every: int = 100
+    log_every: int = 20
+    seed: int = 0
+    workers: int = 2
+    backbone: str = "small_cnn"
+    image_size: int = 128
+    stride: int = 16
+    device: str | None = None  # None: CUDA when available, else CPU
+    mixed_precision: bool = True  # bf16 autocast, CUDA only
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"steps and checkpoint_every must be positive, got {self.steps}, {self.checkpoint_every}")
+
+    def fingerprint(self, sources: Sequence[Source]) -> str:
+        import hashlib
+
+        ignored = {"workers", "device", "log_every"}  # how a run executes, not what it learns
+        spec = {k: v for k, v in asdict(self).items() if k not in ignored}
+        spec["sources"] = [[s.name, str(s.store_path), s.count_per_batch, s.part, s.split] for s in sources]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingResult:
+    model_path: Path
+    steps: int
+    resumed_from: int
+    history: list[dict] = field(default_factory=list)
+    images_per_second: float = 0.0
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def learning_rate_at(step: int, steps: int, base: float) -> float:
+    """The reference schedule: exponential decay to base/3 over the first 92% of the run, then a restart
+    at base/30 decaying by a further x0.3 until the end."""
+    switch = int(0.92 * steps)
+    if step < switch:
+        return base * (1 / 3) ** (step / max(switch, 1))
+    return base / 30 * 0.3 ** ((step - switch) / max(steps - switch, 1))
+
+
+def build_estimator(config: TrainingConfig, skeletons: Sequence[str], acae=None) -> PoseEstimator:
+    joint_names = union_joint_names(skeletons)
+    if config.mode in ("consistency", "latent", "hybrid"):
+        if acae is None:
+            raise ValueError(f"mode {config.mode!r} needs a fitted autoencoder (acae)")
+        if tuple(acae.joint_names) != tuple(joint_names):
+            raise ValueError("the autoencoder's joints differ from the model's union of skeleton joints "
+                             f"({len(acae.joint_names)} vs {len(joint_names)}); fit it on this model's outputs")
+    heads = joint_names
+    decoder = None
+    if config.mode in ("latent", "hybrid"):
+        latents = latent_point_names(acae.latent_sides)
+        heads = latents + (joint_names if config.mode == "hybrid" else ())
+        decoder = acae.decoder_weights
+    network = MetrabsModel(MetrabsConfig(joint_names=heads, backbone=config.backbone,
+                                         image_size=config.image_size, stride=config.stride))
+    return PoseEstimator(network, config.mode, joint_names, decoder)
+
+
+def copy_matching_weights(target: torch.nn.Module, source_path) -> list[str]:
+    """Initialise from another estimator file where names and shapes match (backbone always; the head
+    where the outputs are the same). Returns the names that were not copied."""
+    source = PoseEstimator.load(source_path).state_dict()
+    own = target.state_dict()
+    copied = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape and k != "decoder"}
+    own.update(copied)
+    target.load_state_dict(own)
+    return sorted(set(own) - set(copied))
+
+
+class _Objective:
+    """The loss of one step for the configured mode."""
+
+    def __init__(self, config: TrainingConfig, estimator: PoseEstimator, settings: LossSettings, acae, device):
+        self.config, self.estimator, self.settings = config, estimator, settings
+        self.recon = None
+        if acae is not None:
+            encoder = torch.as_tensor(acae.encoder_weights, dtype=torch.float32)
+            decoder = torch.as_tensor(acae.decoder_weights, dtype=torch.float32)
+            self.encoder = encoder.to(device)
+            self.recon = (encoder @ decoder).to(device)  # [J, J]: encode then decode, applied per axis
+
+    def reconstruct(self, poses: Tensor) -> Tensor:
+        return torch.einsum("jk,bjd->bkd", self.recon.to(poses.dtype), poses)
+
+    def __call__(self, out: dict, batch3d: dict | None, batch2d: dict | None, step: int) -> dict[str, Tensor]:
+        n3 = 0 if batch3d is None else len(batch3d["pose3d"])
+        terms = {}
+
+        def supervised(pred: Tensor) -> Tensor:
+            total = pred.new_zeros(())
+            if batch3d is not None:
+                l3 = loss_3d_batch(pred[:n3], batch3d["pose3d"], batch3d["intrinsics"], settings=self.settings,
+                                   step=step, joint_valid=batch3d["joint_valid"])
+                terms.update({f"3d_{k}": v.detach() for k, v in l3.items()})
+                total = total + l3["total"]
+            if batch2d is not None:
+                l2 = loss_2d_batch(pred[n3:], batch2d["pose2d"], batch2d["intrinsics"], settings=self.settings,
+                                   joint_valid=batch2d["joint_valid"])
+                terms["2d"] = l2.detach()
+                total = combined_loss(total, l2, self.settings)
+            return total
+
+        def consistency(pred: Tensor) -> Tensor:
+            # the 2D batch counts 0.2 as much, as its supervised loss does
+            weights = [1.0] * n3 + [self.settings.weight_2d] * (len(pred) - n3)
+            per_example = (pred - self.reconstruct(pred)).abs().mean(dim=(1, 2)) / 1000
+            return (per_example * pred.new_tensor(weights)).sum() / max(len(pred), 1)
+
+        joints = out["joints"].float()
+        if self.config.mode in ("separate", "latent"):
+            total = supervised(joints)
+        elif self.config.mode == "consistency":
+            cons = consistency(joints)
+            terms["consistency"] = cons.detach()
+            total = supervised(joints) + self.config.consistency_weight * cons
+        else:  # hybrid (method.md §7c)
+            direct = out["direct"].float()
+            total = supervised(joints) + supervised(direct) + supervised(self.reconstruct(direct))
+            cons = consistency(direct)
+            terms["consistency"] = cons.detach()
+            total = total + cons
+            if step >= self.config.teacher_start_step:
+                teacher = torch.einsum("jl,bjd->bld", self.encoder.to(direct.dtype), direct.detach())
+                student = out["latents"].float()
+                teach = consistency_loss(student, lambda _: teacher)
+                terms["teacher"] = teach.detach()
+                total = total + teach
+        terms["total"] = total
+        return terms
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_device(batch: dict | None, device) -> dict | None:
+    if batch is None:
+        return None
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def train(
+    config: TrainingConfig,
+    sources: Sequence[Source],
+    out_dir,
+    *,
+    acae=None,
+    init_from=None,
+    progress: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
+    data_fingerprint: str = "",
+) -> TrainingResult:
+    """Train (or resume) a run in ``out_dir``; the finished estimator is ``out_dir/model.pt``.
+
+    A checkpoint is resumed only if it belongs to the same run: same settings, sources and
+    ``data_fingerprint`` (the caller's digest of the training data, initial weights and autoencoder).
+
+    ``stop_after`` ends the process-local loop after that many steps of this call (tests simulate a kill).
+    """
+    report = progress or log.info
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(config.device)
+    skeletons = []
+    for source in sources:
+        skeleton = open_store(source.store_path).attrs["skeleton"]
+        if skeleton not in skeletons:
+            skeletons.append(skeleton)
+    torch.manual_seed(config.seed)  # the initial weights
+    estimator = build_estimator(config, skeletons, acae).to(device)
+    if init_from is not None:
+        fresh = copy_matching_weights(estimator, init_from)
+        report(f"initialised from {init_from}; freshly initialised: {len(fresh)} tensors")
+    settings = LossSettings.from_config(estimator.network.config, abs_start_step=config.abs_loss_start_step)
+    optimizer = torch.optim.AdamW(estimator.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay / math.sqrt(config.steps) / config.learning_rate)
+    objective = _Objective(config, estimator, settings, acae, device)
+    fingerprint = f"{config.fingerprint(sources)}:{data_fingerprint}"
+
+    start_step, history = 0, []
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    if checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if checkpoint.get("fingerprint") == fingerprint:
+            estimator.load_state_dict(checkpoint["estimator"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            start_step, history = checkpoint["step"], checkpoint["history"]
+            report(f"resuming from step {start_step} ({checkpoint_path})")
+        else:
+            report(f"ignoring {checkpoint_path}: it belongs to a run with other settings")
+    resumed_from = start_step
+    use_amp = config.mixed_precision and device.type == "cuda"
+    # labels come in the union joint layout, whatever the head predicts
+    batches = MultiDatasetBatches(list(sources), estimator.joint_names, steps=config.steps, seed=config.seed,
+                                  workers=config.workers, start_step=start_step, augment=True,
+                                  image_size=config.image_size)
+
+    estimator.train()
+    started = time.perf_counter()
+    images_seen = 0
+    step = start_step
+    window: list[dict] = []
+    for batch in batches:
+        if stop_after is not None and step - start_step >= stop_after:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config.steps, config.learning_rate)
+        if config.bn_inference_steps and step == config.steps - config.bn_inference_steps:
+            for module in estimator.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        torch.manual_seed(config.seed * 1_000_003 + step)  # the per-example 3D/2D mix of this step
+        part3d, part2d = _to_device(batch.get("3d"), device), _to_device(batch.get("2d"), device)
+        parts = [p for p in (part3d, part2d) if p is not None]
+        images = torch.cat([p["image"] for p in parts])
+        intrinsics = torch.cat([p["intrinsics"] for p in parts])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = estimator(images, intrinsics, weak_perspective=step < config.weak_perspective_steps)
+        terms = objective(out, part3d, part2d, step)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(estimator.parameters(), 10.0)
+        optimizer.step()
+        step += 1
+        images_seen += len(images)
+        window.append({k: float(v.detach()) for k, v in terms.items()})
+        if step % config.log_every == 0 or step == config.steps:
+            mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+            rate = images_seen / max(time.perf_counter() - started, 1e-9)
+            history.append({"step": step, **mean, "lr": learning_rate_at(step - 1, config.steps, config.learning_rate),
+                            "images_per_second": rate})
+            report(f"step {step}/{config.steps}  loss {mean['total']:.4f}  {rate:.0f} img/s on {device}")
+            window = []
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_atomic({"step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
+                          "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
+    seconds = time.perf_counter() - started
+    rate = images_seen / max(seconds, 1e-9)
+    if step >= config.steps:
+        estimator.save(out_dir / MODEL_FILE)
+        (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+    return TrainingResult(model_path=out_dir / MODEL_FILE, steps=step, resumed_from=resumed_from, history=history,
+                          images_per_second=rate, device=str(device), seconds=seconds)

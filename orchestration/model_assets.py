@@ -1,0 +1,182 @@
+"""Dagster wiring for the paper's 3-step workflow (method.md §5-§7):
+
+training_pool → initial_model (separate heads) → all_skeleton_pseudo_gt → acae → final_model (consistency)
+
+Thin: the training loop (model.training), the autoencoder (model.acae), the pseudo labels
+(model.pseudo_labels) and the reports (evaluation.*) are plain Python.
+"""
+
+import base64
+import hashlib
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets.artifacts import read_zarr_group, write_zarr_group
+from assets.store import open_store
+from evaluation.acae_report import errors_per_skeleton, latent_plot_png, markdown_table, sparsity
+from evaluation.plots import line_plot_png
+from model.acae import ACAE, fit_acae
+from model.data import Source
+from model.estimator import PoseEstimator
+from model.pseudo_labels import predict_all_skeletons
+from model.training import TrainingConfig, train
+from orchestration.config import PipelineConfig
+
+HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
+
+
+def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def training_sources(config: PipelineConfig) -> list[Source]:
+    settings = config.training
+    return ([Source(name, config.training_store_path(name), count, "3d") for name, count in settings.batch_3d.items()]
+            + [Source(name, config.training_store_path(name), count, "2d") for name, count in settings.batch_2d.items()])
+
+
+def training_metadata(result, config: TrainingConfig) -> dict:
+    steps = [h["step"] for h in result.history]
+    curves = {k: (steps, [h[k] for h in result.history]) for k in result.history[0]
+              if k not in ("step", "lr", "images_per_second") and not k.endswith("_abs")} if result.history else {}
+    return {
+        "mode": dg.MetadataValue.text(config.mode),
+        "steps": dg.MetadataValue.int(result.steps),
+        "resumed_from_step": dg.MetadataValue.int(result.resumed_from),
+        "final_loss": dg.MetadataValue.float(result.history[-1]["total"] if result.history else float("nan")),
+        "images_per_second": dg.MetadataValue.float(round(result.images_per_second, 1)),
+        "device": dg.MetadataValue.text(result.device),
+        "train_seconds": dg.MetadataValue.float(round(result.seconds, 1)),
+        "model_path": dg.MetadataValue.path(str(result.model_path)),
+        "loss_curves": _png_markdown(line_plot_png(curves, title=f"{config.mode} training", xlabel="step",
+                                                   ylabel="loss (m)", logy=True), "loss curves"),
+    }
+
+
+def build_model_assets(config: PipelineConfig) -> list:
+    if config.training is None:
+        return []
+    settings = config.training
+    models = config.models_root
+    pool_path = config.store_root / "training_pool.parquet"
+    all_skeleton_path = config.store_root / "all_skeleton_pseudo_gt.zarr"
+    acae_path = models / "acae.pt"
+    multiview = config.multiview_datasets
+    pool_deps = [dg.AssetDep("dataset", partition_mapping=dg.AllPartitionMapping())]
+    if multiview:
+        pool_deps.append(dg.AssetDep("pseudo_gt", partition_mapping=dg.AllPartitionMapping()))
+
+    def pool_digest() -> str:
+        """Identity of the training data: every source store's raw fingerprint and creation time."""
+        stores = {s.name: open_store(s.store_path).attrs for s in training_sources(config)}
+        return _digest({name: [a["raw_fingerprint"], a.get("created")] for name, a in stores.items()},
+                       settings.batch_3d, settings.batch_2d)
+
+    def run_config(run) -> TrainingConfig:
+        return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
+                              backbone=settings.backbone, workers=settings.workers,
+                              checkpoint_every=settings.checkpoint_every, image_size=config.image_size,
+                              abs_loss_start_step=max(1, run.steps // 6),
+                              weak_perspective_steps=max(1, run.steps // 20))
+
+    @dg.asset(deps=pool_deps, code_version="training-pool-v1", group_name="training", kinds={"parquet"},
+              description="Index of every example the training runs draw from, with its store and batch part.")
+    def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        frames = []
+        for source in training_sources(config):
+            store = open_store(source.store_path)
+            frames.append(store.index().with_columns(pl.lit(str(source.store_path)).alias("store"),
+                                                     pl.lit(source.part).alias("part"),
+                                                     pl.lit(store.attrs["skeleton"]).alias("skeleton")))
+        pool = pl.concat(frames, how="vertical_relaxed")
+        pool_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pool_path.with_suffix(".parquet.tmp")
+        pool.write_parquet(tmp)
+        tmp.replace(pool_path)
+        counts = pool.group_by(["dataset", "part", "split"]).len().sort(["dataset", "split"])
+        table = "| dataset | part | split | examples |\n|---|---|---|---|\n" + "\n".join(
+            f"| {r['dataset']} | {r['part']} | {r['split']} | {r['len']} |" for r in counts.iter_rows(named=True))
+        return dg.MaterializeResult(
+            metadata={"examples": dg.MetadataValue.int(pool.height), "composition": dg.MetadataValue.md(table),
+                      "path": dg.MetadataValue.path(str(pool_path))},
+            data_version=dg.DataVersion(pool_digest()))
+
+    @dg.asset(deps=[training_pool], code_version="initial-model-v1", group_name="training", kinds={"pytorch"},
+              description="Step 1: one output head per skeleton format, trained on all datasets.")
+    def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        run = run_config(settings.initial)
+        result = train(run, training_sources(config), models / "initial", progress=context.log.info,
+                       data_fingerprint=pool_digest())
+        return dg.MaterializeResult(metadata=training_metadata(result, run),
+                                    data_version=dg.DataVersion(_file_digest(result.model_path)))
+
+    @dg.asset(deps=[initial_model], code_version="all-skeleton-pseudo-gt-v1", group_name="training", kinds={"zarr"},
+              description="Step 2a: the initial model's predictions of every skeleton's joints (flip TTA) on "
+                          "training crops: dense poses in all formats for the autoencoder.")
+    def all_skeleton_pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        estimator = PoseEstimator.load(models / "initial" / "model.pt")
+        stores = [config.training_store_path(name) for name in settings.batch_3d]
+        labels = predict_all_skeletons(estimator, stores, examples_per_store=config.acae.pseudo_gt_examples_per_dataset,
+                                       progress=context.log.info)
+        write_zarr_group(all_skeleton_path, {"poses": labels["poses"], "dataset": labels["dataset"],
+                                             "example": labels["example"]},
+                         {"joint_names": labels["joint_names"], "datasets": labels["datasets"], "units": "mm",
+                          "frame": "camera"})
+        return dg.MaterializeResult(
+            metadata={"poses": dg.MetadataValue.int(len(labels["poses"])),
+                      "joints": dg.MetadataValue.int(len(labels["joint_names"])),
+                      "path": dg.MetadataValue.path(str(all_skeleton_path))},
+            data_version=dg.DataVersion(_digest(float(np.nansum(labels["poses"])), labels["poses"].shape)))
+
+    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version="acae-v1", group_name="training", kinds={"pytorch"},
+              description="Step 2b: the affine-combining autoencoder fit on the all-skeleton pseudo-GT.")
+    def acae(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        arrays, attrs = read_zarr_group(all_skeleton_path)
+        poses = arrays["poses"].astype(np.float64)
+        held_out = np.arange(len(poses)) % HELD_OUT_EVERY == 0
+        s = config.acae
+        model = fit_acae(poses[~held_out], attrs["joint_names"], s.n_latent_sided, s.n_latent_center,
+                         sparsity=s.sparsity, steps=s.steps, seed=0,
+                         progress=lambda p: context.log.info(str(p)))
+        model.save(acae_path)
+        rows = errors_per_skeleton(model, poses[held_out])
+        share_sparse = sparsity(model)
+        return dg.MaterializeResult(
+            metadata={"held_out_errors": dg.MetadataValue.md(markdown_table(rows)),
+                      "held_out_error_3d_mm": dg.MetadataValue.float(rows[-1]["error_3d_mm"]),
+                      "held_out_error_projected_mm": dg.MetadataValue.float(rows[-1]["error_projected_mm"]),
+                      "encoder_sparsity": dg.MetadataValue.float(share_sparse["encoder"]),
+                      "decoder_sparsity": dg.MetadataValue.float(share_sparse["decoder"]),
+                      "latents": dg.MetadataValue.int(model.num_latents),
+                      "latent_plot": _png_markdown(latent_plot_png(model, poses[held_out]), "latent keypoints"),
+                      "path": dg.MetadataValue.path(str(acae_path))},
+            data_version=dg.DataVersion(_file_digest(acae_path)))
+
+    @dg.asset(deps=[initial_model, acae], code_version="final-model-v1", group_name="training", kinds={"pytorch"},
+              description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
+                          "(mode from training.final.mode; consistency regularisation by default).")
+    def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        run = run_config(settings.final)
+        initial = models / "initial" / "model.pt"
+        result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),
+                       init_from=initial, progress=context.log.info,
+                       data_fingerprint=_digest(pool_digest(), _file_digest(initial), _file_digest(acae_path)))
+        return dg.MaterializeResult(metadata=training_metadata(result, run),
+                                    data_version=dg.DataVersion(_file_digest(result.model_path)))
+
+    return [training_pool, initial_model, all_skeleton_pseudo_gt, acae, final_model]
+
+
+def _file_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:24]
