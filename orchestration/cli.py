@@ -94,6 +94,22 @@ def run_models(config) -> bool:
     return result.success
 
 
+def run_benchmarks(config) -> list[dict]:
+    """Score the models on every test set through Dagster; print the final benchmark table."""
+    import polars as pl
+
+    rows = run_partitions(config, "benchmark_models", list(config.benchmark.datasets))
+    history = pl.read_parquet(config.benchmark_history_path)
+    latest = history.group_by(["model", "dataset", "metric"]).agg(pl.col("value").last())
+    wanted = ["mpjpe_mm", "pa_mpjpe_mm", "absolute_mpjpe_mm", "pck150", "auc", "cps200", "consistency_mm"]
+    table = latest.filter(pl.col("metric").is_in(wanted)).pivot("metric", index=["dataset", "model"], values="value")
+    print("\nbenchmarks (mm and %; latest scores)")
+    print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>15}" for m in wanted))
+    for row in table.sort(["dataset", "model"]).iter_rows(named=True):
+        print(f"{row['dataset']:<16} {row['model']:<8} " + " ".join(f"{row.get(m, float('nan')):>15.1f}" for m in wanted))
+    return rows
+
+
 def _first_error(result) -> str:
     for event in result.all_events:
         if event.is_failure and event.step_failure_data is not None:
@@ -185,6 +201,8 @@ def main(argv=None) -> int:
     if args.command == "demo" and config.training is not None and all(r["ok"] for r in rows):
         ok = run_models(config)
         rows.append({"ok": ok})
+        if ok and config.benchmark.datasets:
+            rows += run_benchmarks(config)
     print(f"\ntotal {time.perf_counter() - started:.1f} s; stores under {config.store_root}; "
           f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
     return 0 if all(r["ok"] for r in rows) and len(converted) == len(names) else 1

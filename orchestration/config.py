@@ -66,6 +66,12 @@ class AcaeSettings:
 
 
 @dataclass(frozen=True)
+class BenchmarkSettings:
+    datasets: tuple = ()
+    schedule: str = "0 3 * * *"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     path: Path
     datasets: dict[str, DatasetConfig]
@@ -75,10 +81,15 @@ class PipelineConfig:
     demo_seed: int
     training: TrainingSettings | None = None
     acae: AcaeSettings = AcaeSettings()
+    benchmark: BenchmarkSettings = BenchmarkSettings()
 
     @property
     def models_root(self) -> Path:
         return self.store_root.parent / "models"
+
+    @property
+    def benchmark_history_path(self) -> Path:
+        return self.store_root.parent / "benchmarks" / "history.parquet"
 
     def dataset_store_path(self, name: str) -> Path:
         return self.store_root / "dataset" / f"{name}.zarr"
@@ -152,7 +163,16 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
         image_size=int(_field(store, "image_size", path, "store.", int)),
         demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)),
         training=_training_settings(raw.get("training"), datasets, path),
-        acae=_settings(AcaeSettings, raw.get("acae"), path, "acae"))
+        acae=_settings(AcaeSettings, raw.get("acae"), path, "acae"),
+        benchmark=_benchmark_settings(raw.get("benchmark"), datasets, path))
+
+
+def _benchmark_settings(entry, datasets: dict, path: Path) -> BenchmarkSettings:
+    settings = _settings(BenchmarkSettings, entry, path, "benchmark")
+    unknown = sorted(set(settings.datasets) - set(datasets))
+    if unknown:
+        raise ConfigError(f"{path}: field 'benchmark.datasets' names {unknown}, which are not under 'datasets'")
+    return BenchmarkSettings(datasets=tuple(settings.datasets), schedule=settings.schedule)
 
 
 def _settings(cls, entry, path: Path, where: str):

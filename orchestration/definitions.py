@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from orchestration.benchmark_assets import build_benchmark_assets, raw_data_sensor, rebenchmark_schedule
 from orchestration.config import load_config
 from orchestration.dataset_assets import build_dataset_assets
 from orchestration.model_assets import build_model_assets
@@ -31,7 +32,17 @@ def build_definitions(config=None) -> dg.Definitions:
         jobs.append(dg.define_asset_job(
             "train_models", selection=dg.AssetSelection.assets(*model_defs), executor_def=dg.in_process_executor,
             description="Training pool, initial model, all-skeleton pseudo-GT, autoencoder, final model."))
-    return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs, *model_defs], jobs=jobs)
+    benchmark_partitions, benchmark_defs = build_benchmark_assets(config)
+    schedules = []
+    if benchmark_defs:
+        benchmark_job = dg.define_asset_job(
+            "benchmark_models", selection=dg.AssetSelection.assets("benchmark"), partitions_def=benchmark_partitions,
+            executor_def=dg.in_process_executor,
+            description="Score the final and initial models on one test set (partition); append to the history.")
+        jobs.append(benchmark_job)
+        schedules.append(rebenchmark_schedule(config, benchmark_job))
+    return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs, *model_defs, *benchmark_defs], jobs=jobs,
+                          schedules=schedules, sensors=[raw_data_sensor(config, convert_datasets)])
 
 
 defs = build_definitions()

@@ -6,7 +6,8 @@ DEMO_DATASETS = ("demo_h36m", "demo_3dhp", "demo_smpl", "demo_multiview2d", "dem
 MULTIVIEW_DATASETS = ("demo_multiview2d",)
 
 
-def write_config(folder, raw_root, datasets=None, image_size=64):
+def write_config(folder, raw_root, datasets=None, image_size=64, training: dict | None = None,
+                 benchmark: list | None = None):
     """A pipeline config for ``datasets`` whose stores go under ``folder``."""
     names = datasets or list(DEMO_DATASETS)
     config = {
@@ -17,6 +18,10 @@ def write_config(folder, raw_root, datasets=None, image_size=64):
                       "threshold_fraction": 0.02},
         "datasets": {n: {"converter": n, "raw": str(raw_root / n)} for n in names},
     }
+    if training is not None:
+        config["training"] = training
+    if benchmark is not None:
+        config["benchmark"] = {"datasets": benchmark}
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

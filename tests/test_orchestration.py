@@ -1,5 +1,6 @@
 import json
 import shutil
+from datetime import datetime, timezone
 
 import dagster as dg
 import numpy as np
@@ -107,3 +108,43 @@ def test_config_errors_name_the_field(tmp_path):
     path.write_text("store: {root: s, image_size: 64}\ndatasets:\n  x: {converter: demo_h36m}\n")
     with pytest.raises(ConfigError, match="datasets.x.raw"):
         load_config(path)
+
+
+TINY_TRAINING = {"batch_3d": {"demo_h36m": 2, "demo_smpl": 2}, "batch_2d": {"demo_lsp2d": 2}, "workers": 0,
+                 "initial": {"steps": 4, "learning_rate": 0.002}, "checkpoint_every": 2,
+                 "final": {"steps": 2, "learning_rate": 0.001, "mode": "consistency"}}
+
+
+def test_schedule_requests_every_benchmark(tiny_world, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_smpl", "demo_lsp2d"],
+                                      training=TINY_TRAINING, benchmark=["demo_h36m", "demo_smpl"]))
+    defs = build_definitions(config)
+    schedule = defs.resolve_schedule_def("rebenchmark_schedule")
+    assert schedule.cron_schedule == "0 3 * * *"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                            scheduled_execution_time=datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc))
+        requests = list(schedule.evaluate_tick(context).run_requests)
+    assert sorted(r.partition_key for r in requests) == ["demo_h36m", "demo_smpl"]
+    assert all(r.job_name in (None, "benchmark_models") for r in requests)
+
+
+def test_sensor_notices_new_and_changed_raw_datasets(tiny_world, tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("demo_h36m", "demo_smpl"):
+        shutil.copytree(tiny_world / name, raw / name)
+    config = load_config(write_config(tmp_path, raw, ["demo_h36m", "demo_smpl", "demo_lsp2d"]))
+    defs = build_definitions(config)
+    sensor = defs.resolve_sensor_def("raw_data_sensor")
+    repository = defs.get_repository_def()
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repository))
+        assert sorted(r.partition_key for r in first.run_requests) == ["demo_h36m", "demo_smpl"]  # lsp: no folder
+        quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                             repository_def=repository))
+        assert not quiet.run_requests
+        (raw / "demo_smpl" / "extra.txt").write_text("changed")
+        shutil.copytree(tiny_world / "demo_lsp2d", raw / "demo_lsp2d")
+        changed = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=quiet.cursor,
+                                                               repository_def=repository))
+        assert sorted(r.partition_key for r in changed.run_requests) == ["demo_lsp2d", "demo_smpl"]

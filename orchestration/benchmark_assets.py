@@ -1,0 +1,119 @@
+"""Dagster wiring for benchmarks: one partition per test set, an append-only history, the scheduled
+re-benchmark job and a sensor that notices new or changed raw datasets."""
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.store import fingerprint_paths
+from evaluation.benchmark import append_history, history_rows, mean_pose_baseline, results_markdown, score
+from evaluation.plots import bar_plot_png, line_plot_png
+from orchestration.config import PipelineConfig
+
+
+def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def file_fingerprint(path) -> str:
+    return fingerprint_paths([path])[:16]
+
+
+def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition | None, list]:
+    names = list(config.benchmark.datasets)
+    if not names or config.training is None:
+        return None, []
+    partitions = dg.StaticPartitionsDefinition(names)
+    models = {"initial": config.models_root / "initial" / "model.pt",
+              "final": config.models_root / "final" / "model.pt"}
+    acae_path = config.models_root / "acae.pt"
+
+    @dg.asset(partitions_def=partitions, deps=["final_model", "initial_model", "acae"],
+              code_version="benchmark-v1", group_name="benchmarks", kinds={"parquet"},
+              description="Scores of the final (and initial) model on one test set; appended to the history.")
+    def benchmark(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from model.acae import ACAE
+        from model.estimator import PoseEstimator
+
+        name = context.partition_key
+        store = config.training_store_path(name)
+        acae = ACAE.load(acae_path)
+        results, fingerprints = {}, {}
+        for model_name, path in models.items():
+            fingerprints[model_name] = file_fingerprint(path)
+            results[model_name] = score(PoseEstimator.load(path), store, acae=acae)
+            rows = history_rows(results[model_name], model_name, fingerprints[model_name])
+            total = append_history(config.benchmark_history_path, rows)
+        baseline = mean_pose_baseline(store)
+        final = results["final"]
+        thresholds, curve = final["pck_curve"]
+        joints = final["per_joint_mm"]
+        context.log.info(f"{name}: final MPJPE {final['metrics']['mpjpe_mm']:.1f} mm "
+                         f"(initial {results['initial']['metrics']['mpjpe_mm']:.1f}, "
+                         f"mean-pose baseline {baseline['mpjpe_mm']:.1f})")
+        return dg.MaterializeResult(
+            metadata={
+                "results": dg.MetadataValue.md(results_markdown(results, baseline)),
+                **{f"final_{k}": dg.MetadataValue.float(round(v, 2)) for k, v in final["metrics"].items()},
+                "baseline_mpjpe_mm": dg.MetadataValue.float(round(baseline["mpjpe_mm"], 2)),
+                "examples": dg.MetadataValue.int(final["examples"]),
+                "pck_curve": _png_markdown(line_plot_png(
+                    {m: r["pck_curve"] for m, r in results.items()}, title=f"PCK on {name}",
+                    xlabel="threshold (mm)", ylabel="PCK (%)"), "PCK curve"),
+                "per_joint_error": _png_markdown(bar_plot_png(
+                    list(joints), list(joints.values()), title=f"final model, per-joint error on {name}",
+                    ylabel="MPJPE (mm)"), "per-joint error"),
+                "history_rows": dg.MetadataValue.int(total),
+                "history": dg.MetadataValue.path(str(config.benchmark_history_path)),
+                "model_fingerprint": dg.MetadataValue.text(fingerprints["final"]),
+            },
+            data_version=dg.DataVersion(hashlib.sha256(
+                f"{fingerprints}:{file_fingerprint(acae_path)}".encode()).hexdigest()[:24]))
+
+    return partitions, [benchmark]
+
+
+def rebenchmark_schedule(config: PipelineConfig, job) -> dg.ScheduleDefinition:
+    @dg.schedule(cron_schedule=config.benchmark.schedule, job=job, name="rebenchmark_schedule",
+                 description="Re-score the latest final model on every benchmark and append to the history.")
+    def rebenchmark(context: dg.ScheduleEvaluationContext):
+        stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "now"
+        for name in config.benchmark.datasets:
+            yield dg.RunRequest(run_key=f"{name}-{stamp}", partition_key=name)
+
+    return rebenchmark
+
+
+def raw_folder_signature(path: Path) -> str:
+    """Cheap change detector: names, sizes and modification times (the conversion hashes contents)."""
+    if not path.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(root, name))
+            digest.update(f"{os.path.relpath(os.path.join(root, name), path)}:{stat.st_size}:{stat.st_mtime_ns}\n"
+                          .encode())
+    return digest.hexdigest()[:24]
+
+
+def raw_data_sensor(config: PipelineConfig, job) -> dg.SensorDefinition:
+    @dg.sensor(job=job, name="raw_data_sensor", minimum_interval_seconds=60,
+               description="Requests the conversion of datasets whose raw folder appeared or changed.")
+    def sensor(context: dg.SensorEvaluationContext):
+        import json
+
+        previous = json.loads(context.cursor) if context.cursor else {}
+        current = {name: raw_folder_signature(entry.raw) for name, entry in config.datasets.items()}
+        changed = [n for n, sig in current.items() if sig != "missing" and previous.get(n) != sig]
+        for name in changed:
+            yield dg.RunRequest(run_key=f"{name}-{current[name]}", partition_key=name)
+        if not changed:
+            yield dg.SkipReason("no raw dataset appeared or changed")
+        context.update_cursor(json.dumps(current))
+
+    return sensor
