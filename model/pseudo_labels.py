@@ -53,5 +53,9 @@ def predict_all_skeletons(
         if progress:
             progress(f"all-skeleton pseudo-GT: {store.attrs['dataset']} {len(chosen)} crops "
                      f"({time.perf_counter() - started:.1f} s)")
-    return {"poses": np.concatenate(poses).astype(np.float32), "dataset": np.array(datasets, dtype=np.int32),
+    poses = np.concatenate(poses).astype(np.float32)
+    # a joint predicted behind the camera is a failed prediction, not a pose: leave it out of the fit
+    behind = poses[..., 2] <= 0
+    poses[behind] = np.nan
+    return {"poses": poses, "dataset": np.array(datasets, dtype=np.int32), "behind_camera": float(behind.mean()),
             "datasets": names, "example": np.concatenate(examples), "joint_names": list(estimator.joint_names)}

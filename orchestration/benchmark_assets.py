@@ -3,6 +3,7 @@ re-benchmark job and a sensor that notices new or changed raw datasets."""
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import dagster as dg
 from assets.store import fingerprint_paths
 from evaluation.benchmark import append_history, history_rows, mean_pose_baseline, results_markdown, score
 from evaluation.plots import bar_plot_png, line_plot_png
+from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
+from orchestration.freshness import expected_signature
 
 
 def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
@@ -32,13 +35,14 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     acae_path = config.models_root / "acae.pt"
 
     @dg.asset(partitions_def=partitions, deps=["final_model", "initial_model", "acae"],
-              code_version="benchmark-v1", group_name="benchmarks", kinds={"parquet"},
+              code_version=CODE_VERSIONS["benchmark"], group_name="benchmarks", kinds={"parquet"},
               description="Scores of the final (and initial) model on one test set; appended to the history.")
     def benchmark(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.acae import ACAE
         from model.estimator import PoseEstimator
 
         name = context.partition_key
+        version = expected_signature(config, context.instance, "benchmark", name)
         store = config.training_store_path(name)
         acae = ACAE.load(acae_path)
         results, fingerprints = {}, {}
@@ -48,6 +52,12 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
             rows = history_rows(results[model_name], model_name, fingerprints[model_name])
             total = append_history(config.benchmark_history_path, rows)
         baseline = mean_pose_baseline(store)
+        latest = config.benchmark_history_path.parent / "latest" / f"{name}.json"
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = latest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"dataset": name, "version": version, "baseline": baseline,
+                                   **{m: r["metrics"] for m, r in results.items()}}, indent=1))
+        tmp.replace(latest)
         final = results["final"]
         thresholds, curve = final["pck_curve"]
         joints = final["per_joint_mm"]
@@ -70,8 +80,7 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
                 "history": dg.MetadataValue.path(str(config.benchmark_history_path)),
                 "model_fingerprint": dg.MetadataValue.text(fingerprints["final"]),
             },
-            data_version=dg.DataVersion(hashlib.sha256(
-                f"{fingerprints}:{file_fingerprint(acae_path)}".encode()).hexdigest()[:24]))
+            data_version=dg.DataVersion(version))
 
     return partitions, [benchmark]
 
@@ -105,8 +114,6 @@ def raw_data_sensor(config: PipelineConfig, job) -> dg.SensorDefinition:
     @dg.sensor(job=job, name="raw_data_sensor", minimum_interval_seconds=60,
                description="Requests the conversion of datasets whose raw folder appeared or changed.")
     def sensor(context: dg.SensorEvaluationContext):
-        import json
-
         previous = json.loads(context.cursor) if context.cursor else {}
         current = {name: raw_folder_signature(entry.raw) for name, entry in config.datasets.items()}
         changed = [n for n, sig in current.items() if sig != "missing" and previous.get(n) != sig]

@@ -52,87 +52,78 @@ def generate(config, force: bool = False) -> None:
         print(f"{name}: done in {time.perf_counter() - started:.1f} s")
 
 
-def run_partitions(config, job_name: str, names: list[str]) -> list[dict]:
-    """Run a partitioned job once per partition through Dagster; one summary row per partition."""
-    from orchestration.definitions import build_definitions
-
-    unknown = sorted(set(names) - set(config.datasets))
-    if unknown:
-        raise SystemExit(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
-    defs = build_definitions(config)
-    job = defs.resolve_job_def(job_name)
-    instance = _dagster_instance()
-    rows = []
-    for name in names:
-        started = time.perf_counter()
-        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
-        seconds = time.perf_counter() - started
-        evaluations = result.get_asset_check_evaluations()
-        failed = [ev.check_name for ev in evaluations if not ev.passed]
-        rows.append({"dataset": name, "ok": result.success and not failed, "seconds": seconds,
-                     "checks": f"{len(evaluations) - len(failed)}/{len(evaluations)} passed",
-                     "failed": failed, "error": None if result.success else _first_error(result)})
-    return rows
-
-
-def run_models(config) -> bool:
-    """The unpartitioned training stages, in one Dagster run; prints what each produced."""
-    from orchestration.definitions import build_definitions
-
-    started = time.perf_counter()
-    job = build_definitions(config).resolve_job_def("train_models")
-    result = job.execute_in_process(instance=_dagster_instance(), raise_on_error=False)
-    print(f"\ntraining stages ({time.perf_counter() - started:.0f} s)")
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        shown = {k: v.value for k, v in materialization.metadata.items()
-                 if k in ("examples", "steps", "final_loss", "images_per_second", "device", "train_seconds", "poses",
-                          "held_out_error_3d_mm", "held_out_error_projected_mm")}
-        print(f"  {materialization.asset_key.to_user_string():<24} {shown}")
-    if not result.success:
-        print(f"  FAILED: {_first_error(result)}")
-    return result.success
-
-
-def run_benchmarks(config) -> list[dict]:
-    """Score the models on every test set through Dagster; print the final benchmark table."""
-    import polars as pl
-
-    rows = run_partitions(config, "benchmark_models", list(config.benchmark.datasets))
-    history = pl.read_parquet(config.benchmark_history_path)
-    latest = history.group_by(["model", "dataset", "metric"]).agg(pl.col("value").last())
-    wanted = ["mpjpe_mm", "pa_mpjpe_mm", "absolute_mpjpe_mm", "pck150", "auc", "cps200", "consistency_mm"]
-    table = latest.filter(pl.col("metric").is_in(wanted)).pivot("metric", index=["dataset", "model"], values="value")
-    print("\nbenchmarks (mm and %; latest scores)")
-    print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>15}" for m in wanted))
-    for row in table.sort(["dataset", "model"]).iter_rows(named=True):
-        print(f"{row['dataset']:<16} {row['model']:<8} " + " ".join(f"{row.get(m, float('nan')):>15.1f}" for m in wanted))
-    return rows
-
-
-def _first_error(result) -> str:
-    for event in result.all_events:
-        if event.is_failure and event.step_failure_data is not None:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
-    return "run failed"
-
-
-def print_table(title: str, rows: list[dict], store_path) -> None:
+def print_store_table(title: str, names: list[str], store_path, outcomes: dict) -> None:
     from assets.store import open_store
 
-    header = f"{'dataset':<18} {'skeleton':<16} {'train':>6} {'val':>6} {'test':>6} {'MB':>7} {'s':>6}  checks"
+    header = f"{'dataset':<18} {'skeleton':<16} {'train':>6} {'val':>6} {'test':>6} {'MB':>7}  this run"
     print(f"\n{title}\n" + header + "\n" + "-" * len(header))
-    for row in rows:
-        path = store_path(row["dataset"])
-        if row["error"] or not path.exists():
-            print(f"{row['dataset']:<18} FAILED: {row['error']}")
+    for name in names:
+        outcome = outcomes.get(name)
+        path = store_path(name)
+        if outcome is not None and outcome.status in ("failed", "skipped") or not path.exists():
+            print(f"{name:<18} {outcome.status.upper() if outcome else 'MISSING'}: {outcome.error if outcome else ''}")
             continue
         store = open_store(path)
         counts = store.attrs["counts"]
         megabytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-        checks = row["checks"] + (f" (failed: {', '.join(row['failed'])})" if row["failed"] else "")
-        print(f"{row['dataset']:<18} {store.attrs['skeleton']:<16} {counts['train']:>6} {counts['val']:>6} "
-              f"{counts['test']:>6} {megabytes:>7.1f} {row['seconds']:>6.1f}  {checks}")
+        print(f"{name:<18} {store.attrs['skeleton']:<16} {counts['train']:>6} {counts['val']:>6} "
+              f"{counts['test']:>6} {megabytes:>7.1f}  {_describe(outcome)}")
+
+
+def _describe(outcome) -> str:
+    if outcome is None:
+        return "not selected"
+    if outcome.status == "fresh":
+        return "up to date (skipped)"
+    checks = f", failed checks: {', '.join(outcome.failed_checks)}" if outcome.failed_checks else ", checks passed"
+    return f"{outcome.status} in {outcome.seconds:.1f} s{checks}"
+
+
+def print_benchmark_table(config) -> None:
+    import polars as pl
+
+    if not config.benchmark_history_path.exists():
+        return
+    history = pl.read_parquet(config.benchmark_history_path)
+    latest = history.group_by(["model", "dataset", "metric"], maintain_order=True).agg(pl.col("value").last())
+    wanted = ["mpjpe_mm", "pa_mpjpe_mm", "absolute_mpjpe_mm", "pck150", "auc", "cps200", "consistency_mm"]
+    table = latest.filter(pl.col("metric").is_in(wanted)).pivot("metric", index=["dataset", "model"], values="value")
+    print("\nbenchmark (latest scores; mm, PCK/AUC/CPS in %)")
+    print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>14}" for m in wanted))
+    for row in table.sort(["dataset", "model"]).iter_rows(named=True):
+        print(f"{row['dataset']:<16} {row['model']:<8} "
+              + " ".join(f"{row[m]:>14.1f}" if row.get(m) is not None else f"{'–':>14}" for m in wanted))
+
+
+def run(config, *, only=None, partitions=None, force=False) -> int:
+    from orchestration.runner import run_pipeline
+
+    started = time.perf_counter()
+    outcomes = run_pipeline(config, _dagster_instance(), only=only, partitions=partitions, force=force)
+    by_asset: dict[str, dict] = {}
+    for outcome in outcomes:
+        by_asset.setdefault(outcome.asset, {})[outcome.partition] = outcome
+    names = sorted(partitions & set(config.datasets)) if partitions else sorted(config.datasets)
+    print_store_table("dataset stores", names, config.dataset_store_path, by_asset.get("dataset", {}))
+    multiview = [n for n in config.multiview_datasets if n in names]
+    if multiview and (only is None or "pseudo_gt" in only):
+        print_store_table("pseudo-GT stores (triangulated multi-view datasets)", multiview,
+                          config.pseudo_gt_store_path, by_asset.get("pseudo_gt", {}))
+    model_steps = [o for o in outcomes if o.partition is None]
+    if model_steps:
+        print("\ntraining stages")
+        for outcome in model_steps:
+            print(f"  {outcome.label:<24} {_describe(outcome)}" + (f" ({outcome.error})" if outcome.error else ""))
+    if "benchmark" in by_asset:
+        print_benchmark_table(config)
+    ran = [o.label for o in outcomes if o.status == "ran"]
+    failed = [o.label for o in outcomes if o.status in ("failed", "skipped")]
+    print(f"\n{len(ran)} steps ran, {sum(o.status == 'fresh' for o in outcomes)} were up to date"
+          + (f"; FAILED or skipped: {', '.join(failed)}" if failed else "")
+          + (" - nothing to do, everything is up to date" if not ran and not failed else ""))
+    print(f"total {time.perf_counter() - started:.1f} s; artifacts under {config.store_root.parent}; "
+          f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
+    return 1 if failed else 0
 
 
 def predict(args) -> int:
@@ -168,7 +159,9 @@ def main(argv=None) -> int:
     conv = sub.add_parser("convert", help="convert datasets into canonical stores and triangulate the "
                                           "multi-view ones (Dagster runs)")
     conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
-    sub.add_parser("demo", help="generate the demo world if needed, then run the pipeline on it")
+    conv.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
+    demo = sub.add_parser("demo", help="generate the demo world if needed, then run every stale pipeline step")
+    demo.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
     pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
@@ -186,26 +179,14 @@ def main(argv=None) -> int:
     if args.command == "generate":
         generate(config, force=args.force)
         return 0
-    started = time.perf_counter()
     if args.command == "demo":
         generate(config)
-    names = args.datasets if args.command == "convert" and args.datasets else sorted(config.datasets)
-    rows = run_partitions(config, "convert_datasets", names)
-    print_table("dataset stores", rows, config.dataset_store_path)
-    converted = {r["dataset"] for r in rows if r["ok"]}
-    multiview = [n for n in config.multiview_datasets if n in converted]
-    if multiview:
-        pseudo_rows = run_partitions(config, "triangulate_pseudo_gt", multiview)
-        print_table("pseudo-GT stores (triangulated multi-view datasets)", pseudo_rows, config.pseudo_gt_store_path)
-        rows += pseudo_rows
-    if args.command == "demo" and config.training is not None and all(r["ok"] for r in rows):
-        ok = run_models(config)
-        rows.append({"ok": ok})
-        if ok and config.benchmark.datasets:
-            rows += run_benchmarks(config)
-    print(f"\ntotal {time.perf_counter() - started:.1f} s; stores under {config.store_root}; "
-          f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
-    return 0 if all(r["ok"] for r in rows) and len(converted) == len(names) else 1
+        return run(config, force=args.force)
+    names = set(args.datasets) if args.datasets else None
+    unknown = sorted((names or set()) - set(config.datasets))
+    if unknown:
+        raise SystemExit(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
+    return run(config, only={"dataset", "pseudo_gt"}, partitions=names, force=args.force)
 
 
 if __name__ == "__main__":

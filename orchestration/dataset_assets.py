@@ -5,27 +5,19 @@ Thin by design: the conversion (assets.converters), the store (assets.store) and
 """
 
 import base64
-import hashlib
 import warnings
 
 import dagster as dg
 import numpy as np
 
-from assets.converters import CONVERTERS, get_converter
+from assets.converters import get_converter
 from assets.converters.common import convert
 from assets.preview import preview_png
 from assets.store import SPLITS, fingerprint_paths, open_store
 from orchestration.checks import quality_check_specs, store_check_results
+from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
-
-ASSET_CODE_VERSION = "dataset-v1"
-
-
-def converters_code_version() -> str:
-    """Changes whenever any converter's VERSION does, so Dagster marks conversions stale."""
-    versions = ",".join(f"{name}={get_converter(name).VERSION}" for name in sorted(CONVERTERS))
-    return f"{ASSET_CODE_VERSION}-{hashlib.sha256(versions.encode()).hexdigest()[:10]}"
-
+from orchestration.freshness import expected_signature
 
 def store_metadata(store, seconds: float) -> dict:
     pose3d = store.load("pose3d")
@@ -69,7 +61,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
     @dg.asset(
         partitions_def=partitions,
         deps=[raw_dataset],
-        code_version=converters_code_version(),
+        code_version=CODE_VERSIONS["dataset"],
         group_name="datasets",
         kinds={"zarr"},
         description="Canonical Zarr store of one dataset (one partition per dataset).",
@@ -77,12 +69,13 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
     )
     def dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         entry = config.datasets[context.partition_key]
+        version = expected_signature(config, context.instance, "dataset", entry.name)
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
                          dataset_name=entry.name, image_size=config.image_size, progress=context.log.info)
         store = open_store(result.path)
         return dg.MaterializeResult(
             metadata=store_metadata(store, result.seconds),
-            data_version=dg.DataVersion(result.raw_fingerprint[:24]),
+            data_version=dg.DataVersion(version),
             check_results=store_check_results(result.path),
         )
 

@@ -42,7 +42,9 @@ def build_definitions(config=None) -> dg.Definitions:
         jobs.append(benchmark_job)
         schedules.append(rebenchmark_schedule(config, benchmark_job))
     return dg.Definitions(assets=[*dataset_defs, *pseudo_gt_defs, *model_defs, *benchmark_defs], jobs=jobs,
-                          schedules=schedules, sensors=[raw_data_sensor(config, convert_datasets)])
+                          schedules=schedules, sensors=[raw_data_sensor(config, convert_datasets)],
+                          # one process per run: the steps are sequential, and subprocess start-up costs seconds
+                          executor=dg.in_process_executor)
 
 
 defs = build_definitions()

@@ -7,8 +7,6 @@ Thin: the training loop (model.training), the autoencoder (model.acae), the pseu
 """
 
 import base64
-import hashlib
-import json
 
 import dagster as dg
 import numpy as np
@@ -23,17 +21,15 @@ from model.data import Source
 from model.estimator import PoseEstimator
 from model.pseudo_labels import predict_all_skeletons
 from model.training import TrainingConfig, train
+from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
+from orchestration.freshness import expected_signature
 
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
 
 def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def training_sources(config: PipelineConfig) -> list[Source]:
@@ -73,12 +69,6 @@ def build_model_assets(config: PipelineConfig) -> list:
     if multiview:
         pool_deps.append(dg.AssetDep("pseudo_gt", partition_mapping=dg.AllPartitionMapping()))
 
-    def pool_digest() -> str:
-        """Identity of the training data: every source store's raw fingerprint and creation time."""
-        stores = {s.name: open_store(s.store_path).attrs for s in training_sources(config)}
-        return _digest({name: [a["raw_fingerprint"], a.get("created")] for name, a in stores.items()},
-                       settings.batch_3d, settings.batch_2d)
-
     def run_config(run) -> TrainingConfig:
         return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
                               backbone=settings.backbone, workers=settings.workers,
@@ -86,9 +76,10 @@ def build_model_assets(config: PipelineConfig) -> list:
                               abs_loss_start_step=max(1, run.steps // 6),
                               weak_perspective_steps=max(1, run.steps // 20))
 
-    @dg.asset(deps=pool_deps, code_version="training-pool-v1", group_name="training", kinds={"parquet"},
+    @dg.asset(deps=pool_deps, code_version=CODE_VERSIONS["training_pool"], group_name="training", kinds={"parquet"},
               description="Index of every example the training runs draw from, with its store and batch part.")
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        version = expected_signature(config, context.instance, "training_pool")
         frames = []
         for source in training_sources(config):
             store = open_store(source.store_path)
@@ -106,21 +97,22 @@ def build_model_assets(config: PipelineConfig) -> list:
         return dg.MaterializeResult(
             metadata={"examples": dg.MetadataValue.int(pool.height), "composition": dg.MetadataValue.md(table),
                       "path": dg.MetadataValue.path(str(pool_path))},
-            data_version=dg.DataVersion(pool_digest()))
+            data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[training_pool], code_version="initial-model-v1", group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[training_pool], code_version=CODE_VERSIONS["initial_model"], group_name="training", kinds={"pytorch"},
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run = run_config(settings.initial)
+        version = expected_signature(config, context.instance, "initial_model")
         result = train(run, training_sources(config), models / "initial", progress=context.log.info,
-                       data_fingerprint=pool_digest())
-        return dg.MaterializeResult(metadata=training_metadata(result, run),
-                                    data_version=dg.DataVersion(_file_digest(result.model_path)))
+                       data_fingerprint=version)
+        return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model], code_version="all-skeleton-pseudo-gt-v1", group_name="training", kinds={"zarr"},
+    @dg.asset(deps=[initial_model], code_version=CODE_VERSIONS["all_skeleton_pseudo_gt"], group_name="training", kinds={"zarr"},
               description="Step 2a: the initial model's predictions of every skeleton's joints (flip TTA) on "
                           "training crops: dense poses in all formats for the autoencoder.")
     def all_skeleton_pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        version = expected_signature(config, context.instance, "all_skeleton_pseudo_gt")
         estimator = PoseEstimator.load(models / "initial" / "model.pt")
         stores = [config.training_store_path(name) for name in settings.batch_3d]
         labels = predict_all_skeletons(estimator, stores, examples_per_store=config.acae.pseudo_gt_examples_per_dataset,
@@ -131,13 +123,15 @@ def build_model_assets(config: PipelineConfig) -> list:
                           "frame": "camera"})
         return dg.MaterializeResult(
             metadata={"poses": dg.MetadataValue.int(len(labels["poses"])),
+                      "joints_behind_camera_share": dg.MetadataValue.float(labels["behind_camera"]),
                       "joints": dg.MetadataValue.int(len(labels["joint_names"])),
                       "path": dg.MetadataValue.path(str(all_skeleton_path))},
-            data_version=dg.DataVersion(_digest(float(np.nansum(labels["poses"])), labels["poses"].shape)))
+            data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version="acae-v1", group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version=CODE_VERSIONS["acae"], group_name="training", kinds={"pytorch"},
               description="Step 2b: the affine-combining autoencoder fit on the all-skeleton pseudo-GT.")
     def acae(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        version = expected_signature(config, context.instance, "acae")
         arrays, attrs = read_zarr_group(all_skeleton_path)
         poses = arrays["poses"].astype(np.float64)
         held_out = np.arange(len(poses)) % HELD_OUT_EVERY == 0
@@ -157,26 +151,18 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "latents": dg.MetadataValue.int(model.num_latents),
                       "latent_plot": _png_markdown(latent_plot_png(model, poses[held_out]), "latent keypoints"),
                       "path": dg.MetadataValue.path(str(acae_path))},
-            data_version=dg.DataVersion(_file_digest(acae_path)))
+            data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model, acae], code_version="final-model-v1", group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[initial_model, acae], code_version=CODE_VERSIONS["final_model"], group_name="training", kinds={"pytorch"},
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run = run_config(settings.final)
-        initial = models / "initial" / "model.pt"
+        version = expected_signature(config, context.instance, "final_model")
         result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),
-                       init_from=initial, progress=context.log.info,
-                       data_fingerprint=_digest(pool_digest(), _file_digest(initial), _file_digest(acae_path)))
-        return dg.MaterializeResult(metadata=training_metadata(result, run),
-                                    data_version=dg.DataVersion(_file_digest(result.model_path)))
+                       init_from=models / "initial" / "model.pt", progress=context.log.info,
+                       data_fingerprint=version)
+        return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     return [training_pool, initial_model, all_skeleton_pseudo_gt, acae, final_model]
 
-
-def _file_digest(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:24]

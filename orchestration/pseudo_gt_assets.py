@@ -5,18 +5,17 @@ canonical store and writes a pseudo-GT store (assets.pseudo_gt) with the same GX
 """
 
 import base64
-import hashlib
 import time
 
 import dagster as dg
 
-from assets.pseudo_gt import PSEUDO_GT_VERSION, triangulate_store, write_pseudo_gt_store
+from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
 from assets.preview import preview_png
 from assets.store import open_store
 from orchestration.checks import quality_check_specs, store_check_results
+from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
-
-ASSET_CODE_VERSION = f"pseudo-gt-v{PSEUDO_GT_VERSION}"
+from orchestration.freshness import expected_signature
 
 
 def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
@@ -50,7 +49,7 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     @dg.asset(
         partitions_def=partitions,
         deps=[dg.AssetDep("dataset", partition_mapping=dg.StaticPartitionMapping({n: n for n in names}))],
-        code_version=ASSET_CODE_VERSION,
+        code_version=CODE_VERSIONS["pseudo_gt"],
         group_name="pseudo_gt",
         kinds={"zarr"},
         description="Multi-view 2D detections triangulated into 3D pseudo ground truth (robust, per sequence).",
@@ -60,13 +59,12 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         name = context.partition_key
         settings = config.datasets[name].pseudo_gt
         started = time.perf_counter()
+        version = expected_signature(config, context.instance, "pseudo_gt", name)
         source = open_store(config.dataset_store_path(name))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
                                    min_views=settings.min_views, progress=context.log.info)
         path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=context.log.info)
         store = open_store(path)
-        version = hashlib.sha256(
-            f"{source.attrs['raw_fingerprint']}:{ASSET_CODE_VERSION}:{settings}".encode()).hexdigest()[:24]
         return dg.MaterializeResult(
             metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started),
             data_version=dg.DataVersion(version),

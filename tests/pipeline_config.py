@@ -7,7 +7,7 @@ MULTIVIEW_DATASETS = ("demo_multiview2d",)
 
 
 def write_config(folder, raw_root, datasets=None, image_size=64, training: dict | None = None,
-                 benchmark: list | None = None):
+                 benchmark: list | None = None, acae: dict | None = None):
     """A pipeline config for ``datasets`` whose stores go under ``folder``."""
     names = datasets or list(DEMO_DATASETS)
     config = {
@@ -22,6 +22,15 @@ def write_config(folder, raw_root, datasets=None, image_size=64, training: dict 
         config["training"] = training
     if benchmark is not None:
         config["benchmark"] = {"datasets": benchmark}
+    if acae is not None:
+        config["acae"] = acae
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# a whole pipeline in seconds: a few training steps, a small autoencoder
+TINY_TRAINING = {"batch_3d": {"demo_h36m": 2, "demo_smpl": 2, "demo_multiview2d": 2}, "batch_2d": {"demo_lsp2d": 2},
+                 "workers": 0, "checkpoint_every": 2, "backbone": "small_cnn", "initial": {"steps": 4, "learning_rate": 0.002},
+                 "final": {"steps": 2, "learning_rate": 0.001, "mode": "consistency"}}
+TINY_ACAE = {"n_latent_sided": 4, "n_latent_center": 2, "steps": 30, "pseudo_gt_examples_per_dataset": 8}

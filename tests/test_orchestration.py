@@ -10,7 +10,7 @@ from assets.quality import CHECK_NAMES
 from orchestration.config import ConfigError, load_config
 from orchestration.dataset_assets import build_dataset_assets, raw_data_versions
 from orchestration.definitions import build_definitions
-from pipeline_config import write_config
+from pipeline_config import DEMO_DATASETS, TINY_TRAINING, write_config
 
 
 def _materialize_partition(config, partition, extra_assets=(), raise_on_error=True):
@@ -110,14 +110,9 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(path)
 
 
-TINY_TRAINING = {"batch_3d": {"demo_h36m": 2, "demo_smpl": 2}, "batch_2d": {"demo_lsp2d": 2}, "workers": 0,
-                 "initial": {"steps": 4, "learning_rate": 0.002}, "checkpoint_every": 2,
-                 "final": {"steps": 2, "learning_rate": 0.001, "mode": "consistency"}}
-
-
 def test_schedule_requests_every_benchmark(tiny_world, tmp_path):
-    config = load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_smpl", "demo_lsp2d"],
-                                      training=TINY_TRAINING, benchmark=["demo_h36m", "demo_smpl"]))
+    config = load_config(write_config(tmp_path, tiny_world, list(DEMO_DATASETS), training=TINY_TRAINING,
+                                      benchmark=["demo_h36m", "demo_smpl"]))
     defs = build_definitions(config)
     schedule = defs.resolve_schedule_def("rebenchmark_schedule")
     assert schedule.cron_schedule == "0 3 * * *"

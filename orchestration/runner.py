@@ -1,0 +1,75 @@
+"""Run the whole pipeline through Dagster, materialising only the stale asset partitions, in graph order."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from orchestration.freshness import is_fresh
+
+
+@dataclass
+class StepOutcome:
+    asset: str
+    partition: str | None
+    status: str  # "ran", "fresh", "failed" or "skipped" (an upstream step failed)
+    seconds: float = 0.0
+    failed_checks: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.asset}[{self.partition}]" if self.partition else self.asset
+
+
+def pipeline_steps(config) -> list[tuple[str, list]]:
+    """(asset, partitions) in dependency order, as far as the config defines stages."""
+    steps = [("dataset", sorted(config.datasets)), ("pseudo_gt", config.multiview_datasets)]
+    if config.training is not None:
+        steps += [(name, [None]) for name in
+                  ("training_pool", "initial_model", "all_skeleton_pseudo_gt", "acae", "final_model")]
+        if config.benchmark.datasets:
+            steps.append(("benchmark", list(config.benchmark.datasets)))
+    return [(asset, partitions) for asset, partitions in steps if partitions]
+
+
+def _failure(result) -> str:
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data is not None:
+            return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return "run failed"
+
+
+def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
+                 force: bool = False, report: Callable[[str], None] = print) -> list[StepOutcome]:
+    """Materialise every stale step (``only``: these assets; ``partitions``: these dataset partitions)."""
+    from orchestration.definitions import build_definitions
+
+    all_assets = list(build_definitions(config).assets)
+    outcomes: list[StepOutcome] = []
+    broken = False
+    for asset, asset_partitions in pipeline_steps(config):
+        if only is not None and asset not in only:
+            continue
+        for partition in asset_partitions:
+            if partitions is not None and partition is not None and partition not in partitions:
+                continue
+            if broken:
+                outcomes.append(StepOutcome(asset, partition, "skipped"))
+                continue
+            if not force and is_fresh(config, instance, asset, partition):
+                outcomes.append(StepOutcome(asset, partition, "fresh"))
+                continue
+            started = time.perf_counter()
+            result = dg.materialize(all_assets, selection=[asset], partition_key=partition, instance=instance,
+                                    raise_on_error=False)
+            failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+            outcome = StepOutcome(asset, partition, "ran" if result.success else "failed",
+                                  time.perf_counter() - started, failed, None if result.success else _failure(result))
+            outcomes.append(outcome)
+            report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s"
+                   + (f" ({outcome.error})" if outcome.error else ""))
+        # a failed step stops everything after it: later stages depend on earlier ones
+        broken = broken or any(o.status == "failed" for o in outcomes)
+    return outcomes
