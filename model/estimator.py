@@ -74,8 +74,10 @@ class PoseEstimator(torch.nn.Module):
     def predict(self, crops, intrinsics, skeleton: str | None = None, *, flip_test: bool = True) -> np.ndarray:
         """Camera-frame poses in mm [B, J, 3] for ``skeleton`` (None: all joints of all formats).
 
-        crops: uint8 [B, S, S, 3]; intrinsics: [B, 3, 3] of the crops (undistorted pinhole).
+        crops: uint8 [B, S', S', 3]; intrinsics: [B, 3, 3] of the crops (undistorted pinhole). Crops of
+        another size than the network's input are resized (and their intrinsics scaled to match).
         """
+        crops, intrinsics = fit_crops(crops, intrinsics, self.network.config.image_size)
         out = self.network.predict(crops, intrinsics, flip_test=flip_test)
         joints = self.joints_from_outputs(out["coords3d_abs"])["joints"]
         if skeleton is not None:
@@ -126,6 +128,29 @@ class PoseEstimator(torch.nn.Module):
                         decoder.numpy() if decoder is not None and decoder.numel() else None)
         estimator.load_state_dict(state)
         return estimator.to(map_location)
+
+
+def fit_crops(crops, intrinsics, size: int) -> tuple[Tensor, Tensor]:
+    """Square uint8 crops [B, S', S', 3] resized to ``size`` with their intrinsics scaled to match
+    (pixel centres stay on integer coordinates)."""
+    crops = torch.as_tensor(np.asarray(crops)) if not isinstance(crops, Tensor) else crops
+    intrinsics = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32) \
+        if not isinstance(intrinsics, Tensor) else intrinsics.float()
+    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2]:
+        raise ValueError(f"crops: expected square uint8 images [B, S, S, 3], got shape {tuple(crops.shape)}")
+    source = crops.shape[1]
+    if source == size:
+        return crops, intrinsics
+    scale = size / source
+    pixels = crops.permute(0, 3, 1, 2).float()
+    # shrinking averages the source pixels each output pixel covers; enlarging interpolates
+    resized = torch.nn.functional.interpolate(pixels, size=(size, size), mode="area") if scale < 1 else \
+        torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+    resized = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    scaled = intrinsics.clone()
+    scaled[..., :2, :] *= scale
+    scaled[..., :2, 2] += (scale - 1) / 2
+    return resized, scaled
 
 
 def load(path, map_location: str | torch.device = "cpu") -> PoseEstimator:
