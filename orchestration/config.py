@@ -52,6 +52,8 @@ class TrainingSettings:
     initial: RunSettings
     final: RunSettings
     backbone: str = "small_cnn"
+    image_size: int | None = None  # network input side; None: the stores' crop size
+    stride: int = 16
     workers: int = 2
     checkpoint_every: int = 100
 

@@ -62,7 +62,7 @@ def expected_signature(config, instance: dg.DagsterInstance, asset: str, partiti
                                {"batch_3d": training.batch_3d, "batch_2d": training.batch_2d})
     if asset == "initial_model":
         return input_signature(code, upstream_versions(instance, [("training_pool", None)]),
-                               {"run": training.initial, "backbone": training.backbone, "size": config.image_size})
+                               {"run": training.initial, "network": _network_settings(config)})
     if asset == "all_skeleton_pseudo_gt":
         return input_signature(code, upstream_versions(instance, [("initial_model", None), ("training_pool", None)]),
                                config.acae.pseudo_gt_examples_per_dataset)
@@ -71,11 +71,16 @@ def expected_signature(config, instance: dg.DagsterInstance, asset: str, partiti
     if asset == "final_model":
         return input_signature(code, upstream_versions(
             instance, [("initial_model", None), ("acae", None), ("training_pool", None)]),
-            {"run": training.final, "backbone": training.backbone, "size": config.image_size})
+            {"run": training.final, "network": _network_settings(config)})
     if asset == "benchmark":
         return input_signature(code, upstream_versions(
             instance, [("final_model", None), ("initial_model", None), ("acae", None), store_asset(config, partition)]))
     raise KeyError(f"no signature rule for asset {asset!r}")
+
+
+def _network_settings(config) -> dict:
+    t = config.training
+    return {"backbone": t.backbone, "image_size": t.image_size or config.image_size, "stride": t.stride}
 
 
 def output_path(config, asset: str, partition: str | None = None):

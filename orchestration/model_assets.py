@@ -72,7 +72,8 @@ def build_model_assets(config: PipelineConfig) -> list:
     def run_config(run) -> TrainingConfig:
         return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
                               backbone=settings.backbone, workers=settings.workers,
-                              checkpoint_every=settings.checkpoint_every, image_size=config.image_size,
+                              checkpoint_every=settings.checkpoint_every,
+                              image_size=settings.image_size or config.image_size, stride=settings.stride,
                               abs_loss_start_step=max(1, run.steps // 6),
                               weak_perspective_steps=max(1, run.steps // 20))
 

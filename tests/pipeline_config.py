@@ -31,6 +31,7 @@ def write_config(folder, raw_root, datasets=None, image_size=64, training: dict 
 
 # a whole pipeline in seconds: a few training steps, a small autoencoder
 TINY_TRAINING = {"batch_3d": {"demo_h36m": 2, "demo_smpl": 2, "demo_multiview2d": 2}, "batch_2d": {"demo_lsp2d": 2},
-                 "workers": 0, "checkpoint_every": 2, "backbone": "small_cnn", "initial": {"steps": 4, "learning_rate": 0.002},
+                 "workers": 0, "checkpoint_every": 2, "backbone": "small_cnn", "image_size": 64,
+                 "stride": 16, "initial": {"steps": 4, "learning_rate": 0.002},
                  "final": {"steps": 2, "learning_rate": 0.001, "mode": "consistency"}}
 TINY_ACAE = {"n_latent_sided": 4, "n_latent_center": 2, "steps": 30, "pseudo_gt_examples_per_dataset": 8}
