@@ -42,8 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +52,7 @@ import torch
 from torch import nn
 
 from assets.skeletons import mirror_name
+from model.persistence import save_torch_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -437,17 +436,7 @@ class ACAE:
                 }
             ),
         }
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return save_torch_atomic(payload, path)
 
     @classmethod
     def load(cls, path) -> "ACAE":

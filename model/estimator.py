@@ -9,8 +9,6 @@ Training modes differ in what the network's head predicts (method.md §7):
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from torch import Tensor
 
 from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices
+from model.persistence import save_torch_atomic
 
 MODES = ("separate", "consistency", "latent", "hybrid")
 _FORMAT_TAG = "dozens.pose_estimator"
@@ -101,15 +100,7 @@ class PoseEstimator(torch.nn.Module):
             "network_config": json.dumps(self.network.config.to_dict()),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_torch_atomic(payload, path)
 
     @classmethod
     def load(cls, path, map_location: str | torch.device = "cpu") -> "PoseEstimator":

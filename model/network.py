@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from assets.skeletons import get_skeleton, mirror_name
 from model.heads import MetrabsHead
+from model.persistence import save_torch_atomic
 from model.reconstruction import (
     check_intrinsics,
     is_within_fov,
@@ -475,17 +475,7 @@ class MetrabsModel(nn.Module):
             "config": json.dumps(self.config.to_dict()),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return save_torch_atomic(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MetrabsModel:

@@ -14,8 +14,6 @@ present; the same code runs on the CPU.
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +28,7 @@ from model.data import MultiDatasetBatches, Source
 from model.estimator import MODES, PoseEstimator, latent_point_names
 from model.losses import LossSettings, combined_loss, consistency_loss, loss_2d_batch, loss_3d_batch
 from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+from model.persistence import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +191,6 @@ class _Objective:
         return terms
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _to_device(batch: dict | None, device) -> dict | None:
     if batch is None:
         return None
@@ -302,7 +290,7 @@ def train(
             report(f"step {step}/{config.steps}  loss {mean['total']:.4f}  {rate:.0f} img/s on {device}")
             window = []
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_atomic({"step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
+            save_torch_atomic({"step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
                           "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
     seconds = time.perf_counter() - started
     rate = images_seen / max(seconds, 1e-9)

@@ -1,8 +1,6 @@
 from datetime import datetime, timezone
 
-import numpy as np
 import polars as pl
-import pytest
 
 from evaluation.benchmark import HISTORY_SCHEMA, append_history, history_rows, results_markdown
 
