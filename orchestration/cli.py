@@ -75,7 +75,10 @@ def _describe(outcome) -> str:
         return "not selected"
     if outcome.status == "fresh":
         return "up to date (skipped)"
-    checks = f", failed checks: {', '.join(outcome.failed_checks)}" if outcome.failed_checks else ", checks passed"
+    if outcome.failed_checks:
+        checks = f", failed checks: {', '.join(outcome.failed_checks)}"
+    else:
+        checks = f", {outcome.checks} checks passed" if outcome.checks else ""
     return f"{outcome.status} in {outcome.seconds:.1f} s{checks}"
 
 

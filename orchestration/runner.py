@@ -15,6 +15,7 @@ class StepOutcome:
     partition: str | None
     status: str  # "ran", "fresh", "failed" or "skipped" (an upstream step failed)
     seconds: float = 0.0
+    checks: int = 0
     failed_checks: list = field(default_factory=list)
     error: str | None = None
 
@@ -64,9 +65,11 @@ def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = Non
             started = time.perf_counter()
             result = dg.materialize(all_assets, selection=[asset], partition_key=partition, instance=instance,
                                     raise_on_error=False)
-            failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+            evaluations = result.get_asset_check_evaluations()
+            failed = [e.check_name for e in evaluations if not e.passed]
             outcome = StepOutcome(asset, partition, "ran" if result.success else "failed",
-                                  time.perf_counter() - started, failed, None if result.success else _failure(result))
+                                  time.perf_counter() - started, len(evaluations), failed,
+                                  None if result.success else _failure(result))
             outcomes.append(outcome)
             report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s"
                    + (f" ({outcome.error})" if outcome.error else ""))
