@@ -30,7 +30,7 @@ repro: setup
 	.dvc-venv/bin/dvc repro
 
 dagster-ui: setup
-	.venv/bin/dagster dev -m orchestration.definitions
+	.venv/bin/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3070
 
 clean-data:
 	rm -rf data/stores .dagster_home
