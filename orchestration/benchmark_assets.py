@@ -1,7 +1,6 @@
 """Dagster wiring for benchmarks: one partition per test set, an append-only history, the scheduled
 re-benchmark job and a sensor that notices new or changed raw datasets."""
 
-import base64
 import hashlib
 import json
 import os
@@ -15,10 +14,7 @@ from evaluation.plots import bar_plot_png, line_plot_png
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
-
-
-def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+from orchestration.metadata import png_markdown
 
 
 def file_fingerprint(path) -> str:
@@ -70,10 +66,10 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
                 **{f"final_{k}": dg.MetadataValue.float(round(v, 2)) for k, v in final["metrics"].items()},
                 "baseline_mpjpe_mm": dg.MetadataValue.float(round(baseline["mpjpe_mm"], 2)),
                 "examples": dg.MetadataValue.int(final["examples"]),
-                "pck_curve": _png_markdown(line_plot_png(
+                "pck_curve": png_markdown(line_plot_png(
                     {m: r["pck_curve"] for m, r in results.items()}, title=f"PCK on {name}",
                     xlabel="threshold (mm)", ylabel="PCK (%)"), "PCK curve"),
-                "per_joint_error": _png_markdown(bar_plot_png(
+                "per_joint_error": png_markdown(bar_plot_png(
                     list(joints), list(joints.values()), title=f"final model, per-joint error on {name}",
                     ylabel="MPJPE (mm)"), "per-joint error"),
                 "history_rows": dg.MetadataValue.int(total),

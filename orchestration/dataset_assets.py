@@ -4,7 +4,6 @@ Thin by design: the conversion (assets.converters), the store (assets.store) and
 (assets.quality) are plain Python; this module only names partitions, versions and metadata.
 """
 
-import base64
 import warnings
 
 import dagster as dg
@@ -18,13 +17,13 @@ from orchestration.checks import quality_check_specs, store_check_results
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
+from orchestration.metadata import png_markdown
 
 def store_metadata(store, seconds: float) -> dict:
     pose3d = store.load("pose3d")
     valid = store.load("joint_valid")
     counts = store.attrs["counts"]
     split_table = "| split | examples |\n|---|---|\n" + "\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS)
-    png = base64.b64encode(preview_png(store)).decode()
     size_bytes = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file())
     return {
         "examples": dg.MetadataValue.int(len(store)),
@@ -37,7 +36,7 @@ def store_metadata(store, seconds: float) -> dict:
         "store_megabytes": dg.MetadataValue.float(round(size_bytes / 2**20, 2)),
         "conversion_seconds": dg.MetadataValue.float(round(seconds, 2)),
         "raw_fingerprint": dg.MetadataValue.text(store.attrs["raw_fingerprint"]),
-        "preview": dg.MetadataValue.md(f"![preview](data:image/png;base64,{png})"),
+        "preview": png_markdown(preview_png(store), "preview"),
     }
 
 

@@ -6,7 +6,6 @@ Thin: the training loop (model.training), the autoencoder (model.acae), the pseu
 (model.pseudo_labels) and the reports (evaluation.*) are plain Python.
 """
 
-import base64
 
 import dagster as dg
 import numpy as np
@@ -24,12 +23,9 @@ from model.training import TrainingConfig, train
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
+from orchestration.metadata import png_markdown
 
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
-
-
-def _png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def training_sources(config: PipelineConfig) -> list[Source]:
@@ -51,7 +47,7 @@ def training_metadata(result, config: TrainingConfig) -> dict:
         "device": dg.MetadataValue.text(result.device),
         "train_seconds": dg.MetadataValue.float(round(result.seconds, 1)),
         "model_path": dg.MetadataValue.path(str(result.model_path)),
-        "loss_curves": _png_markdown(line_plot_png(curves, title=f"{config.mode} training", xlabel="step",
+        "loss_curves": png_markdown(line_plot_png(curves, title=f"{config.mode} training", xlabel="step",
                                                    ylabel="loss (m)", logy=True), "loss curves"),
     }
 
@@ -150,7 +146,7 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "encoder_sparsity": dg.MetadataValue.float(share_sparse["encoder"]),
                       "decoder_sparsity": dg.MetadataValue.float(share_sparse["decoder"]),
                       "latents": dg.MetadataValue.int(model.num_latents),
-                      "latent_plot": _png_markdown(latent_plot_png(model, poses[held_out]), "latent keypoints"),
+                      "latent_plot": png_markdown(latent_plot_png(model, poses[held_out]), "latent keypoints"),
                       "path": dg.MetadataValue.path(str(acae_path))},
             data_version=dg.DataVersion(version))
 

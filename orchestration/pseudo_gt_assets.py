@@ -4,7 +4,6 @@ One partition per dataset listed under ``pseudo_gt.datasets`` in the config; eac
 canonical store and writes a pseudo-GT store (assets.pseudo_gt) with the same GX checks.
 """
 
-import base64
 import time
 
 import dagster as dg
@@ -16,6 +15,7 @@ from orchestration.checks import quality_check_specs, store_check_results
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
+from orchestration.metadata import png_markdown
 
 
 def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
@@ -35,8 +35,7 @@ def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
         "bone_length_far_off_fraction": dg.MetadataValue.float(stats["bone_length_far_off_fraction"]),
         "store_path": dg.MetadataValue.path(str(store.path)),
         "seconds": dg.MetadataValue.float(round(seconds, 2)),
-        "preview": dg.MetadataValue.md(
-            f"![preview](data:image/png;base64,{base64.b64encode(preview_png(store)).decode()})"),
+        "preview": png_markdown(preview_png(store), "preview"),
     }
 
 
