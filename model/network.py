@@ -106,6 +106,49 @@ def _small_cnn(stride: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), channels
 
 
+class _SmallCnnPyramid(nn.Module):
+    """All four small-CNN levels, the coarser ones upsampled and added into the output level.
+
+    The plain stride-8 net sees ~90 px around each cell but has no view of the whole figure, and
+    telling a person's front from their back (hence the sign of x and z) needs it; the coarse levels
+    cost little at these resolutions (2x2 cells at 64 px for stride 32).
+    """
+
+    def __init__(self, stride: int):
+        super().__init__()
+        strides = [4 * 2**i for i in range(len(_SMALL_CNN_LEVELS))]
+        if stride not in strides:
+            raise ValueError(f"stride: small_cnn_pyramid supports strides {strides}, got {stride}")
+        self.output_level = strides.index(stride)
+        self.levels = nn.ModuleList()
+        channels = 3
+        for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS):
+            patch = 4 if level == 0 else 2
+            self.levels.append(nn.Sequential(_conv_bn_relu(channels, width, kernel_size=patch, stride=patch),
+                                             *(_ResidualBlock(width) for _ in range(blocks))))
+            channels = width
+        self.out_channels = _SMALL_CNN_LEVELS[self.output_level][0]
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(width, self.out_channels, 1) for width, _ in _SMALL_CNN_LEVELS[self.output_level + 1:])
+        self.merge = _conv_bn_relu(self.out_channels, self.out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+        out = features[self.output_level]
+        size = out.shape[-2:]
+        for lateral, coarse in zip(self.lateral, features[self.output_level + 1:]):
+            out = out + nn.functional.interpolate(lateral(coarse), size=size, mode="nearest")
+        return self.merge(out)
+
+
+def _small_cnn_pyramid(stride: int) -> tuple[nn.Module, int]:
+    body = _SmallCnnPyramid(stride)
+    return body, body.out_channels
+
+
 class _BasicBlock(nn.Module):
     expansion = 1
 
@@ -216,6 +259,7 @@ def _timm_body(model_name: str, backbone_name: str, stride: int) -> tuple[nn.Mod
 _BACKBONES: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], tuple, tuple, tuple[str, ...]]] = {
     # mean = std = 0.5 maps [0, 1] to [-1, 1]
     "small_cnn": (_small_cnn, (0.5,) * 3, (0.5,) * 3, ()),
+    "small_cnn_pyramid": (_small_cnn_pyramid, (0.5,) * 3, (0.5,) * 3, ()),
 }
 
 

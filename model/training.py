@@ -52,6 +52,7 @@ class TrainingConfig:
     log_every: int = 20
     seed: int = 0
     workers: int = 2
+    image_cache_mb: int = 512  # decoded crops kept in memory per loader process (see StoreExamples)
     backbone: str = "small_cnn"
     image_size: int = 128
     stride: int = 16
@@ -67,7 +68,7 @@ class TrainingConfig:
     def fingerprint(self, sources: Sequence[Source]) -> str:
         import hashlib
 
-        ignored = {"workers", "device", "log_every"}  # how a run executes, not what it learns
+        ignored = {"workers", "device", "log_every", "image_cache_mb"}  # how a run executes, not what it learns
         spec = {k: v for k, v in asdict(self).items() if k not in ignored}
         spec["sources"] = [[s.name, str(s.store_path), s.count_per_batch, s.part, s.split] for s in sources]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -251,7 +252,7 @@ def train(
     # labels come in the union joint layout, whatever the head predicts
     batches = MultiDatasetBatches(list(sources), estimator.joint_names, steps=config.steps, seed=config.seed,
                                   workers=config.workers, start_step=start_step, augment=True,
-                                  image_size=config.image_size)
+                                  image_size=config.image_size, image_cache_mb=config.image_cache_mb)
 
     estimator.train()
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 """`dozens` command line: generate the demo world, run the pipeline through Dagster, print results."""
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -93,7 +94,13 @@ def print_benchmark_table(config) -> None:
     table = latest.filter(pl.col("metric").is_in(wanted)).pivot("metric", index=["dataset", "model"], values="value")
     print("\nbenchmark (latest scores; mm, PCK/AUC/CPS in %)")
     print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>14}" for m in wanted))
-    for row in table.sort(["dataset", "model"]).iter_rows(named=True):
+    rows = list(table.sort(["dataset", "model"]).iter_rows(named=True))
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        latest_file = config.benchmark_history_path.parent / "latest" / f"{dataset}.json"
+        if latest_file.exists():  # the floor every model must beat: always the mean training pose
+            baseline = json.loads(latest_file.read_text()).get("baseline", {})
+            rows.append({"dataset": dataset, "model": "meanpose", **baseline})
+    for row in sorted(rows, key=lambda r: (r["dataset"], r["model"])):
         print(f"{row['dataset']:<16} {row['model']:<8} "
               + " ".join(f"{row[m]:>14.1f}" if row.get(m) is not None else f"{'–':>14}" for m in wanted))
 

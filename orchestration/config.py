@@ -55,6 +55,7 @@ class TrainingSettings:
     image_size: int | None = None  # network input side; None: the stores' crop size
     stride: int = 16
     workers: int = 2
+    image_cache_mb: int = 512  # decoded crops kept in memory per loader process
     checkpoint_every: int = 100
 
 

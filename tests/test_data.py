@@ -236,6 +236,20 @@ def test_examples_pickle_without_their_open_store_and_read_the_same_after(stores
     assert torch.equal(before["pose2d"].nan_to_num(0), after["pose2d"].nan_to_num(0))
 
 
+def test_cached_crops_give_the_same_examples_and_the_cache_stays_within_its_budget(stores):
+    crop_bytes = 3 * SIZE * SIZE
+    budget_mb = 5.5 * crop_bytes / 2**20  # room for 5 crops
+    plain = StoreExamples(stores["h36m"], UNION, augmentation=AugmentationSettings(), seed=1)
+    cached = StoreExamples(stores["h36m"], UNION, augmentation=AugmentationSettings(), seed=1, image_cache_mb=budget_mb)
+    for _ in range(2):  # the second pass reads the first five crops from the cache
+        for i in range(len(plain)):
+            assert torch.equal(plain[(i, 4)]["image"], cached[(i, 4)]["image"])
+    assert len(cached._cache) == 5
+    assert pickle.loads(pickle.dumps(cached))._cache == {}  # a worker starts empty and fills its own
+    with pytest.raises(ValueError, match="image_cache_mb"):
+        StoreExamples(stores["h36m"], UNION, image_cache_mb=-1)
+
+
 # -- batches -----------------------------------------------------------------------------------------
 def test_each_step_holds_the_configured_count_of_every_dataset(stores):
     batches = MultiDatasetBatches(_sources(stores), UNION, steps=3, seed=0, workers=0)
@@ -276,7 +290,7 @@ def test_same_seed_same_batches_and_resuming_continues_the_same_run(stores):
 
 def test_worker_processes_give_the_same_batches_as_loading_in_process(stores):
     in_process = list(MultiDatasetBatches(_sources(stores), UNION, steps=4, seed=2, workers=0))
-    batches = MultiDatasetBatches(_sources(stores), UNION, steps=4, seed=2, workers=2)
+    batches = MultiDatasetBatches(_sources(stores), UNION, steps=4, seed=2, workers=2, image_cache_mb=16)
     _assert_batches_equal(list(batches), in_process)
     _assert_batches_equal(list(batches), in_process)  # the persistent workers serve a second pass too
 

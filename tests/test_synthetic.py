@@ -24,7 +24,7 @@ from assets.synthetic import (
 from assets.synthetic import world as world_module
 from assets.synthetic.__main__ import main as cli_main
 from assets.synthetic.body import PART_INDEX, PART_NAMES, PART_SIDES, RIGHT
-from assets.synthetic.rigs import crop_around, ring_rig
+from assets.synthetic.rigs import crop_around, look_at, ring_rig
 from assets.synthetic.seeding import rng_for
 
 IMAGE_SIZE = 128
@@ -431,3 +431,42 @@ def test_lsp2d_layout(tiny_raw):
         assert np.all(np.abs(uv.mean(axis=0) - [width / 2, height / 2]) < 0.25 * np.array([width, height]))
     assert len(sizes) > 1
     assert sorted(p.name for p in root.iterdir()) == ["images", "joints.npy"]  # no camera
+
+
+# ---------------------------------------------------------------------------------------------------
+# appearance: what flip augmentation and facing direction need
+# ---------------------------------------------------------------------------------------------------
+def test_left_and_right_parts_have_the_same_colours():
+    """A side colour code would make a mirrored crop show a body that cannot exist (left colours on the
+    right), contradicting flip augmentation; sides must follow from geometry, as for real people."""
+    body = Body(Subject.random(0, "test", "colours"))
+    sides = np.array(PART_SIDES)[body.capsule_parts]
+    left = sorted(map(tuple, body.capsule_colours[sides < 0].round(6)))
+    right = sorted(map(tuple, body.capsule_colours[sides > 0].round(6)))
+    assert len(left) > 0 and left == right
+
+
+def test_front_markers_show_from_the_front_only():
+    body, _, frames = _posed("walk", times=[0.0])
+    figure = _figure(body, frames)
+    markers = body.front_marker_capsules
+    assert len(markers) == 2
+    start, end = body.capsule_endpoints(frames)
+    torso = PART_INDEX["spine_upper"]
+    torso_capsule = [c for c in range(len(body.capsule_parts)) if body.capsule_parts[c] == torso and c not in markers][0]
+    chest = (start[0, torso_capsule] + end[0, torso_capsule]) / 2
+    facing = (start[0, markers[-1]] + end[0, markers[-1]]) / 2 - chest
+    facing[2] = 0.0
+    facing /= np.linalg.norm(facing)
+    hidden = np.setdiff1d(np.arange(len(body.capsule_parts)), markers)
+    without = Figure(figure.start[hidden], figure.end[hidden], figure.radii[hidden], figure.colours[hidden],
+                     figure.ground_xy)
+    K = np.array([[1145.0, 0, 499.5], [0, 1145.0, 499.5], [0, 0, 1]])
+    changed = {}
+    for view, sign in (("front", 1.0), ("back", -1.0)):
+        camera = look_at(K, np.zeros(5), chest + sign * 4000.0 * facing, chest)
+        box = crop_around(figure_box(camera, figure), rng_for(0, "test-front", view))
+        images = [render_crop(camera, (1000, 1000), box, (IMAGE_SIZE, IMAGE_SIZE), f) for f in (figure, without)]
+        changed[view] = np.abs(images[0].astype(float) - images[1].astype(float)).max(axis=-1) > 0.05 * images[0].max()
+    assert changed["front"].sum() >= 15  # the band spans dozens of pixels of a 128 px crop
+    assert changed["back"].sum() == 0

@@ -121,23 +121,21 @@ def joint_limits() -> np.ndarray:
     return np.radians(np.array([JOINT_LIMITS_DEG[_generic(p)] for p in PART_NAMES], dtype=np.float64))
 
 
-# Part colours (RGB 0..1): each part its own, left warm and right cool so sides are told apart at a glance.
+# Part colours (RGB 0..1): each part its own, the same on both sides. A left/right colour code would make
+# flip augmentation contradict itself (a mirrored crop would show the "left" colours on the right side),
+# so, as with real people, the side follows from the geometry once the facing direction is known; the
+# nose and a chest band (``Body.front_marker_capsules``) show which way the body faces.
 _CENTRE_COLOURS = {
     "pelvis": (0.42, 0.42, 0.48), "spine_lower": (0.52, 0.33, 0.60), "spine_mid": (0.60, 0.45, 0.72),
     "spine_upper": (0.72, 0.62, 0.82), "neck": (0.86, 0.70, 0.55), "head": (0.96, 0.80, 0.62),
 }
-_SIDED_COLOURS = {
-    LEFT: {
-        "clavicle": (0.92, 0.62, 0.22), "upperarm": (0.95, 0.28, 0.20), "forearm": (1.00, 0.55, 0.10),
-        "hand": (1.00, 0.86, 0.20), "thigh": (0.80, 0.14, 0.36), "shin": (0.92, 0.42, 0.52),
-        "foot": (0.60, 0.22, 0.10), "toes": (0.76, 0.36, 0.20),
-    },
-    RIGHT: {
-        "clavicle": (0.22, 0.62, 0.92), "upperarm": (0.15, 0.35, 0.95), "forearm": (0.10, 0.72, 0.90),
-        "hand": (0.30, 0.90, 0.70), "thigh": (0.10, 0.28, 0.62), "shin": (0.20, 0.60, 0.52),
-        "foot": (0.10, 0.40, 0.20), "toes": (0.22, 0.56, 0.30),
-    },
+_LIMB_COLOURS = {
+    "clavicle": (0.92, 0.62, 0.22), "upperarm": (0.95, 0.28, 0.20), "forearm": (1.00, 0.55, 0.10),
+    "hand": (1.00, 0.86, 0.20), "thigh": (0.15, 0.35, 0.85), "shin": (0.20, 0.62, 0.60),
+    "foot": (0.30, 0.20, 0.12), "toes": (0.45, 0.30, 0.18),
 }
+_NOSE_COLOUR = (0.75, 0.22, 0.18)
+_CHEST_BAND_COLOUR = (0.97, 0.97, 0.95)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -500,7 +498,7 @@ class Body:
         up = np.array([0.0, 0.0, 1.0])
         fwd = np.array([0.0, 1.0, 0.0])
         scale = self.subject.height
-        specs = []  # (part, start rest, end rest, radius at start, radius at end)
+        specs = []  # (part, start rest, end rest, radius at start, radius at end[, colour])
 
         def sided_point(name, side, lfu):
             return a(name, side) + self.subject.scale(lfu, "torso", side)
@@ -514,6 +512,13 @@ class Body:
         specs.append(("neck", a("neckbase"), a("skullbase"), 52, 48))
         head_axis = a("skullbase") + 20 * scale * fwd
         specs.append(("head", head_axis + 60 * scale * up, head_axis + 105 * scale * up, 88, 88))
+        # front markers: a nose sticking out of the face and a light band across the front of the chest
+        nose_root = head_axis + 75 * scale * up
+        specs.append(("head", nose_root, nose_root + scale * (105 * fwd - 10 * up), 20, 14, _NOSE_COLOUR))
+        lateral = np.array([1.0, 0.0, 0.0])
+        band = a("chest") + scale * (135 * fwd + 35 * up)
+        specs.append(("spine_upper", band - 70 * scale * lateral, band + 70 * scale * lateral, 34, 34,
+                      _CHEST_BAND_COLOUR))
         for side in (LEFT, RIGHT):
             fingers = a("knuckles", side) + 0.8 * (a("fingertip", side) - a("knuckles", side))
             thumb_base = a("wrist", side) + self.subject.scale((-5, 25, -30), "hand", side)
@@ -541,9 +546,10 @@ class Body:
             part = s[0]
             generic = _generic(part)
             side = PART_SIDES[PART_INDEX[part]]
-            base = _CENTRE_COLOURS[generic] if side == CENTRE else _SIDED_COLOURS[side][generic]
+            base = s[5] if len(s) > 5 else _CENTRE_COLOURS[generic] if side == CENTRE else _LIMB_COLOURS[generic]
             colours.append(np.clip(np.array(base) * np.array(self.subject.tint), 0.0, 1.0))
         self.capsule_colours = np.array(colours)  # [C, 3] RGB 0..1
+        self.front_marker_capsules = np.array([i for i, spec in enumerate(specs) if len(spec) > 5], dtype=np.intp)
 
     def capsule_endpoints(self, frames: PartFrames) -> tuple[np.ndarray, np.ndarray]:
         """World start and end points [F, C, 3] of every capsule."""

@@ -111,10 +111,13 @@ def _styles(rng, count: int) -> list[str]:
 _H36M_SPLITS = {"train": ("S1", "S5", "S6"), "val": ("S7",), "test": ("S9",)}
 _H36M_CAMERAS = ("54138969", "55011271", "58860488", "60457274")
 _H36M_FRAME = (1000, 1000)
+# frames far apart in time: a training set of few frames then spans many poses and headings, as the
+# reference's subsampled video does (H36M every 64th frame for evaluation)
+_H36M_FRAME_INTERVAL_S = 0.4
 
 
 def _demo_h36m(job: _Job) -> int:
-    actions, num_frames = {"demo": (2, 25), "tiny": (1, 2)}[job.size]
+    actions, num_frames = {"demo": (4, 25), "tiny": (1, 2)}[job.size]
     cameras = ring_rig(job.rng("rig"), 4, _H36M_FRAME, 1145.0, distance=(4500, 5200), height=(1400, 1800))
     entries = [
         {
@@ -131,7 +134,7 @@ def _demo_h36m(job: _Job) -> int:
             body = Body(Subject.random(job.seed, job.name, subject))
             for style in _styles(job.rng(subject, "actions"), actions):
                 action = _ACTION_NAMES[style]
-                times = job.rng(subject, action, "start").uniform(0, 30) + 0.1 * np.arange(num_frames)
+                times = job.rng(subject, action, "start").uniform(0, 30) + _H36M_FRAME_INTERVAL_S * np.arange(num_frames)
                 frames = generate_motion(style, times, job.seed, job.name, subject).frames(body)
                 poses = body.joints("h36m_17", frames).astype(np.float32)
                 _save_npy(job.out / subject / "poses3d" / f"{action}.npy", poses)
@@ -154,7 +157,7 @@ _3DHP_SPLITS = {"train": ("S1", "S2"), "val": ("S3",), "test": ("S4",)}
 _3DHP_CAMERAS = (0, 1, 2, 4)  # a subset of the studio's cameras, as 3DHP training setups use
 _3DHP_OFF_AIM_CAMERA = 4  # aimed beside the subject, who then leaves the frame partly now and then
 _3DHP_FRAME = (2048, 2048)
-_3DHP_FRAME_STEP, _3DHP_FPS = 5, 25.0
+_3DHP_FRAME_STEP, _3DHP_FPS = 20, 25.0
 _3DHP_CUT_RATE = 0.05  # crops that cut the person on top of the off-aim camera's frame truncation
 _3DHP_UNLABELLED_RATE = 0.05
 
@@ -175,7 +178,7 @@ def _calibration_block(index: int, camera: Camera, frame_size) -> str:
 
 
 def _demo_3dhp(job: _Job) -> int:
-    sequences, num_frames = {"demo": (2, 32), "tiny": (1, 2)}[job.size]
+    sequences, num_frames = {"demo": (3, 32), "tiny": (1, 2)}[job.size]
     joint_count = get_skeleton("mpi_inf_3dhp_28").num_joints
     count = 0
     for subjects in _3DHP_SPLITS.values():
@@ -229,13 +232,13 @@ def _demo_3dhp(job: _Job) -> int:
 # demo_smpl
 # ---------------------------------------------------------------------------------------------------
 _SMPL_FRAME = (1080, 1920)  # portrait phone video
-_SMPL_DT = 2 / 30.0  # every second frame of a 30 fps video
+_SMPL_DT = 6 / 30.0  # every sixth frame of a 30 fps video
 _SMPL_PLACES = ("courtyard", "downtown", "outdoors", "flat", "office", "park")
 
 
 def _demo_smpl(job: _Job) -> int:
     per_split, num_frames = {
-        "demo": ({"train": 6, "validation": 2, "test": 2}, 90),
+        "demo": ({"train": 9, "validation": 2, "test": 2}, 90),
         "tiny": ({"train": 1, "validation": 1, "test": 1}, 2),
     }[job.size]
     count = 0
