@@ -9,7 +9,8 @@ of every format's joints, each name suffixed with its format (``union_joint_name
 outputs of its own; ``skeleton_joint_indices`` picks one format's joints out of the union.
 
 Backbones are built by name (``build_backbone``): ``small_cnn`` (default; 1.4 M parameters at
-stride 16, trains on a CPU), ``resnet18``/``resnet34``/``resnet50`` (written here with torchvision's parameter
+stride 16, trains on a CPU), ``small_cnn_pyramid`` (the same levels, the coarser ones merged back into
+the output grid for whole-crop context; ~25 % slower), ``resnet18``/``resnet34``/``resnet50`` (written here with torchvision's parameter
 names, so a torchvision checkpoint loads into them), and ``efficientnetv2_s`` through ``timm`` when that
 is installed. Weights are never downloaded: pass a local checkpoint path to start from pretrained ones.
 
@@ -93,17 +94,27 @@ class _ResidualBlock(nn.Module):
 _SMALL_CNN_LEVELS = ((48, 1), (96, 2), (160, 2), (256, 1))
 
 
-def _small_cnn(stride: int) -> tuple[nn.Module, int]:
-    strides = [4 * 2**i for i in range(len(_SMALL_CNN_LEVELS))]
-    if stride not in strides:
-        raise ValueError(f"stride: small_cnn supports strides {strides}, got {stride}")
-    layers, channels = [], 3
-    for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS[: strides.index(stride) + 1]):
+_SMALL_CNN_STRIDES = [4 * 2**i for i in range(len(_SMALL_CNN_LEVELS))]
+
+
+def _small_cnn_levels(stride: int, levels: int, name: str) -> list[nn.Sequential]:
+    """The first ``levels`` resolution levels, after checking that ``stride`` is one of theirs."""
+    if stride not in _SMALL_CNN_STRIDES:
+        raise ValueError(f"stride: {name} supports strides {_SMALL_CNN_STRIDES}, got {stride}")
+    modules, channels = [], 3
+    for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS[:levels]):
         patch = 4 if level == 0 else 2
-        layers.append(_conv_bn_relu(channels, width, kernel_size=patch, stride=patch))
-        layers.extend(_ResidualBlock(width) for _ in range(blocks))
+        modules.append(nn.Sequential(_conv_bn_relu(channels, width, kernel_size=patch, stride=patch),
+                                     *(_ResidualBlock(width) for _ in range(blocks))))
         channels = width
-    return nn.Sequential(*layers), channels
+    return modules
+
+
+def _small_cnn(stride: int) -> tuple[nn.Module, int]:
+    levels = _SMALL_CNN_STRIDES.index(stride) + 1 if stride in _SMALL_CNN_STRIDES else 0
+    # flattened: the parameter names of saved models stay those of one plain sequence of layers
+    body = nn.Sequential(*(layer for level in _small_cnn_levels(stride, levels, "small_cnn") for layer in level))
+    return body, _SMALL_CNN_LEVELS[levels - 1][0]
 
 
 class _SmallCnnPyramid(nn.Module):
@@ -116,17 +127,8 @@ class _SmallCnnPyramid(nn.Module):
 
     def __init__(self, stride: int):
         super().__init__()
-        strides = [4 * 2**i for i in range(len(_SMALL_CNN_LEVELS))]
-        if stride not in strides:
-            raise ValueError(f"stride: small_cnn_pyramid supports strides {strides}, got {stride}")
-        self.output_level = strides.index(stride)
-        self.levels = nn.ModuleList()
-        channels = 3
-        for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS):
-            patch = 4 if level == 0 else 2
-            self.levels.append(nn.Sequential(_conv_bn_relu(channels, width, kernel_size=patch, stride=patch),
-                                             *(_ResidualBlock(width) for _ in range(blocks))))
-            channels = width
+        self.levels = nn.ModuleList(_small_cnn_levels(stride, len(_SMALL_CNN_LEVELS), "small_cnn_pyramid"))
+        self.output_level = _SMALL_CNN_STRIDES.index(stride)
         self.out_channels = _SMALL_CNN_LEVELS[self.output_level][0]
         self.lateral = nn.ModuleList(
             nn.Conv2d(width, self.out_channels, 1) for width, _ in _SMALL_CNN_LEVELS[self.output_level + 1:])

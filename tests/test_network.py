@@ -131,6 +131,21 @@ def test_small_cnn_is_small_and_has_the_requested_stride(stride):
     assert backbone(torch.rand(2, 3, S, S)).shape == (2, backbone.out_channels, S // stride, S // stride)
 
 
+@pytest.mark.parametrize("stride", [4, 8, 16])
+def test_small_cnn_pyramid_has_the_requested_stride_and_sees_the_whole_crop(stride):
+    backbone = build_backbone("small_cnn_pyramid", stride=stride).eval()
+    for module in backbone.modules():  # residual blocks start as identities; open them, as training does
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+    images = torch.rand(1, 3, 64, 64)
+    features = backbone(images)
+    assert features.shape == (1, backbone.out_channels, 64 // stride, 64 // stride)
+    # the coarsest level covers the whole crop, so a change in one corner reaches the opposite corner's cell
+    changed = images.clone()
+    changed[..., :8, :8] = 1 - changed[..., :8, :8]
+    assert not torch.allclose(backbone(changed)[..., -1, -1], features[..., -1, -1])
+
+
 @pytest.mark.parametrize("stride", [16, 32])
 def test_resnet18_has_the_requested_stride(stride):
     backbone = build_backbone("resnet18", stride=stride)
