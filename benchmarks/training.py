@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: this torch build sees no CUDA GPU")
     known = set(available_backbones())
     rows, notes = [], []
     for device_name in devices:
