@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from assets.skeletons import mirror_name
+from model.acae_init import chiral_blocks, principal_affine_weights
 from model.persistence import save_torch_atomic
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 SIDES = ("left", "right", "center")
 FREE_LATENT = "free"  # latent side in non-chiral models: no mirror relation between latents
 LOSSES = ("projected", "3d")
+INITS = ("principal", "random")
 
 # Defaults for CPU budgets, from a sweep on 100k poses x 165 joints (benchmarks/acae.py, 2 threads): on a
 # CPU, small batches buy more Adam updates per second, and the number of updates is what the fit needs.
@@ -201,6 +203,15 @@ class _AutoencoderWeights(nn.Module):
             k, c = 0, n_latent_sided + n_latent_center
         self.encoder = _RawCombination(layout.n_pairs, layout.n_center, k, c, chiral, generator)
         self.decoder = _RawCombination(layout.n_pairs, layout.n_center, k, c, chiral, generator)
+
+    def start_from(self, encoder: np.ndarray, decoder: np.ndarray, n_pairs: int, k: int) -> None:
+        """Set the raw weights to affine ``encoder`` [J, L] and ``decoder`` [L, J] (columns summing to 1,
+        chiral when this model is), so that the normalised weights equal them."""
+        for raw, matrix in ((self.encoder, encoder), (self.decoder, decoder.T)):
+            blocks = chiral_blocks(matrix, n_pairs, k) if raw.chiral else {"full": matrix}
+            with torch.no_grad():
+                for name, values in blocks.items():
+                    getattr(raw, name).copy_(torch.as_tensor(values, dtype=torch.float32))
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         raw_encoder = self.encoder()
@@ -547,6 +558,7 @@ def fit_acae(
     lr: float = DEFAULT_LR,
     lr_decay_at: Sequence[float] = DEFAULT_LR_DECAY_AT,
     imputation_rounds: int = DEFAULT_IMPUTATION_ROUNDS,
+    init: str = "random",
     seed: int = 0,
     device=None,
     progress: Callable[[TrainingProgress], None] | None = None,
@@ -563,6 +575,10 @@ def fit_acae(
     lr_decay_at: fractions of the run after which the learning rate drops 10x each.
     imputation_rounds: decode-fill-encode rounds for poses with missing joints, in training and (kept in
     the model) at inference; costs nothing on complete data.
+    init: 'random' (the paper's U(-0.1, 1) raw weights) or 'principal': the closed-form best autoencoder
+    without sparsity (``model/acae_init.py``, from the complete poses; random if there are too few). The
+    principal start pays off without sparsity and with a small lr (~1e-4); the sparsity term at the
+    paper's 0.6 pulls far away from it, and from there a random start ends better.
     device: torch device; default CUDA when available, else CPU.
     progress: called with a ``TrainingProgress`` every ``log_every`` steps (default: ~20 reports per
     run); without it the reports go to this module's logger at INFO level.
@@ -585,6 +601,8 @@ def fit_acae(
         )
     if steps is not None and epochs is not None:
         raise ValueError("give either steps or epochs, not both")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
     if sides is None:
         sides = joint_sides_from_names(joint_names)
@@ -622,7 +640,19 @@ def fit_acae(
 
     device = _resolve_device(device)
     data, present = _to_columns(array, layout.permutation, device)
-    weights = _AutoencoderWeights(layout, n_latent_sided, n_latent_center, chiral, seed).to(device)
+    weights = _AutoencoderWeights(layout, n_latent_sided, n_latent_center, chiral, seed)
+    started_from = "random"
+    if init == "principal":
+        complete = data if present is None else data[present.all(dim=-1)]
+        k, c = (n_latent_sided // 2, n_latent_center) if chiral else (0, n_latent_sided + n_latent_center)
+        start = principal_affine_weights(complete.cpu().numpy().reshape(-1, data.shape[-1]), layout.n_pairs,
+                                         layout.n_center, k, c, chiral)
+        if start is not None:
+            weights.start_from(*start, layout.n_pairs, k)
+            started_from = "principal"
+        else:
+            logger.info("ACAE: too few complete poses for the principal start; starting from random weights")
+    weights = weights.to(device)
     optimizer = torch.optim.Adam(weights.parameters(), lr=lr)
     decay_steps = sorted(int(f * steps) for f in lr_decay_at)
     sampler = torch.Generator().manual_seed(seed)
@@ -699,6 +729,7 @@ def fit_acae(
             "lr": lr,
             "lr_decay_at": list(lr_decay_at),
             "imputation_rounds": imputation_rounds,
+            "init": started_from,
             "seed": seed,
             "device": str(device),
             "num_poses": len(array),

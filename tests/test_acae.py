@@ -308,3 +308,30 @@ def test_inference_rejects_wrong_shapes_and_foreign_files(chiral_model, tmp_path
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an ACAE file"):
         ACAE.load(tmp_path / "other.pt")
+
+
+# 6. the closed-form (principal) start -----------------------------------------------------------------
+@pytest.mark.parametrize("chiral", [True, False])
+def test_principal_start_is_exact_on_affine_structure_and_keeps_the_constraints(train_poses, test_poses, chiral):
+    # joints that are affine combinations of 2·3 + 2 moving base points: 8 latents reproduce them exactly
+    model = fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, chiral=chiral, init="principal",
+                     sparsity=0.0, steps=1, lr=1e-9)
+    assert model.info["training"]["init"] == "principal"
+    assert model.reconstruction_error(test_poses).mean_3d_mm < 1e-3 * spread_mm(test_poses)
+    np.testing.assert_allclose(model.encoder_weights.sum(0), 1, atol=1e-5)
+    np.testing.assert_allclose(model.decoder_weights.sum(0), 1, atol=1e-5)
+    if chiral:  # mirroring the input mirrors the latents, as for any chiral model
+        latents = model.encode(test_poses[:5])
+        np.testing.assert_allclose(model.encode(mirror_poses(test_poses[:5], JOINT_NAMES)),
+                                   mirror_latents(latents, model), atol=1e-2)
+
+
+def test_principal_start_falls_back_to_random_with_too_few_complete_poses(train_poses):
+    poses = train_poses[:40].copy()
+    poses[:, 0] = np.nan  # no complete pose at all
+    poses[0, 0] = 0.0
+    poses[0, 0, 2] = 4000.0
+    model = fit_acae(poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, init="principal", steps=2)
+    assert model.info["training"]["init"] == "random"
+    with pytest.raises(ValueError, match="init must be one of"):
+        fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, init="pca", steps=1)
