@@ -71,9 +71,9 @@ def _chiral_basis(centred, n_pairs, n_center, k, c, constant) -> np.ndarray | No
     symmetric = np.concatenate([(left + right) / np.sqrt(2), center], axis=1)
     antisymmetric = (left - right) / np.sqrt(2)
     sym_constant = np.concatenate([np.sqrt(2) * constant[:n_pairs], constant[2 * n_pairs:]])
-    # the data is centred, so its symmetric part has no variance along the constant: PCA keeps it out
-    sym_dirs = _top_directions(symmetric - np.outer(symmetric @ sym_constant, sym_constant), k + c - 1)
-    anti_dirs = _top_directions(antisymmetric, k) if n_pairs else (np.zeros((0, 0)) if k == 0 else None)
+    # the rows are centred, so the constant has no variance and is not among the top directions
+    sym_dirs = _top_directions(symmetric, k + c - 1)
+    anti_dirs = _top_directions(antisymmetric, k)
     if sym_dirs is None or anti_dirs is None:
         return None
     sym_dirs = np.concatenate([sym_constant[None], sym_dirs])  # [k + c, n + m]
@@ -85,7 +85,7 @@ def _chiral_basis(centred, n_pairs, n_center, k, c, constant) -> np.ndarray | No
         return np.concatenate([v / np.sqrt(2), -v / np.sqrt(2), np.zeros(n_center)])
 
     sym = np.array([from_symmetric(v) for v in sym_dirs])
-    anti = np.array([from_antisymmetric(v) for v in anti_dirs]) if k else np.zeros((0, len(constant)))
+    anti = np.array([from_antisymmetric(v) for v in anti_dirs]).reshape(k, len(constant))
     pairs_left = sym[:k] + anti
     pairs_right = sym[:k] - anti
     return np.concatenate([pairs_left, pairs_right, sym[k:]])

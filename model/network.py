@@ -97,12 +97,16 @@ _SMALL_CNN_LEVELS = ((48, 1), (96, 2), (160, 2), (256, 1))
 _SMALL_CNN_STRIDES = [4 * 2**i for i in range(len(_SMALL_CNN_LEVELS))]
 
 
-def _small_cnn_levels(stride: int, levels: int, name: str) -> list[nn.Sequential]:
-    """The first ``levels`` resolution levels, after checking that ``stride`` is one of theirs."""
+def _small_cnn_output_level(stride: int, name: str) -> int:
     if stride not in _SMALL_CNN_STRIDES:
         raise ValueError(f"stride: {name} supports strides {_SMALL_CNN_STRIDES}, got {stride}")
+    return _SMALL_CNN_STRIDES.index(stride)
+
+
+def _small_cnn_levels(count: int) -> list[nn.Sequential]:
+    """The first ``count`` resolution levels: a patch convolution, then the level's residual blocks."""
     modules, channels = [], 3
-    for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS[:levels]):
+    for level, (width, blocks) in enumerate(_SMALL_CNN_LEVELS[:count]):
         patch = 4 if level == 0 else 2
         modules.append(nn.Sequential(_conv_bn_relu(channels, width, kernel_size=patch, stride=patch),
                                      *(_ResidualBlock(width) for _ in range(blocks))))
@@ -111,10 +115,10 @@ def _small_cnn_levels(stride: int, levels: int, name: str) -> list[nn.Sequential
 
 
 def _small_cnn(stride: int) -> tuple[nn.Module, int]:
-    levels = _SMALL_CNN_STRIDES.index(stride) + 1 if stride in _SMALL_CNN_STRIDES else 0
+    output_level = _small_cnn_output_level(stride, "small_cnn")
     # flattened: the parameter names of saved models stay those of one plain sequence of layers
-    body = nn.Sequential(*(layer for level in _small_cnn_levels(stride, levels, "small_cnn") for layer in level))
-    return body, _SMALL_CNN_LEVELS[levels - 1][0]
+    body = nn.Sequential(*(layer for level in _small_cnn_levels(output_level + 1) for layer in level))
+    return body, _SMALL_CNN_LEVELS[output_level][0]
 
 
 class _SmallCnnPyramid(nn.Module):
@@ -127,8 +131,8 @@ class _SmallCnnPyramid(nn.Module):
 
     def __init__(self, stride: int):
         super().__init__()
-        self.levels = nn.ModuleList(_small_cnn_levels(stride, len(_SMALL_CNN_LEVELS), "small_cnn_pyramid"))
-        self.output_level = _SMALL_CNN_STRIDES.index(stride)
+        self.output_level = _small_cnn_output_level(stride, "small_cnn_pyramid")
+        self.levels = nn.ModuleList(_small_cnn_levels(len(_SMALL_CNN_LEVELS)))
         self.out_channels = _SMALL_CNN_LEVELS[self.output_level][0]
         self.lateral = nn.ModuleList(
             nn.Conv2d(width, self.out_channels, 1) for width, _ in _SMALL_CNN_LEVELS[self.output_level + 1:])

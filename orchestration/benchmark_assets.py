@@ -48,7 +48,7 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
             rows = history_rows(results[model_name], model_name, fingerprints[model_name])
             total = append_history(config.benchmark_history_path, rows)
         baseline = mean_pose_baseline(store)
-        latest = config.benchmark_history_path.parent / "latest" / f"{name}.json"
+        latest = config.benchmark_latest_path(name)
         latest.parent.mkdir(parents=True, exist_ok=True)
         tmp = latest.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"dataset": name, "version": version, "baseline": baseline,

@@ -96,7 +96,7 @@ def print_benchmark_table(config) -> None:
     print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>14}" for m in wanted))
     rows = list(table.sort(["dataset", "model"]).iter_rows(named=True))
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
-        latest_file = config.benchmark_history_path.parent / "latest" / f"{dataset}.json"
+        latest_file = config.benchmark_latest_path(dataset)
         if latest_file.exists():  # the floor every model must beat: always the mean training pose
             baseline = json.loads(latest_file.read_text()).get("baseline", {})
             rows.append({"dataset": dataset, "model": "meanpose", **baseline})

@@ -94,6 +94,10 @@ class PipelineConfig:
     def benchmark_history_path(self) -> Path:
         return self.store_root.parent / "benchmarks" / "history.parquet"
 
+    def benchmark_latest_path(self, name: str) -> Path:
+        """The latest scores (and mean-pose baseline) of benchmark ``name``, as JSON."""
+        return self.benchmark_history_path.parent / "latest" / f"{name}.json"
+
     def dataset_store_path(self, name: str) -> Path:
         return self.store_root / "dataset" / f"{name}.zarr"
 

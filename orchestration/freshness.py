@@ -93,7 +93,7 @@ def output_path(config, asset: str, partition: str | None = None):
         "all_skeleton_pseudo_gt": lambda: config.store_root / "all_skeleton_pseudo_gt.zarr",
         "acae": lambda: config.models_root / "acae.pt",
         "final_model": lambda: config.models_root / "final" / "model.pt",
-        "benchmark": lambda: config.benchmark_history_path.parent / "latest" / f"{partition}.json",
+        "benchmark": lambda: config.benchmark_latest_path(partition),
     }
     return paths[asset]()
 

@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny world: a second run does nothing, and a change in one dataset re-runs
 exactly what depends on it (Dagster data versions as signatures of the inputs)."""
 
+import json
 import shutil
 
 import dagster as dg
@@ -8,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
 from pipeline_config import DEMO_DATASETS, TINY_ACAE, TINY_TRAINING, write_config
@@ -40,6 +42,17 @@ def test_first_run_builds_every_stage(pipeline):
     history = pl.read_parquet(config.benchmark_history_path)
     assert set(history["dataset"]) == {"demo_h36m", "demo_smpl"} and set(history["model"]) == {"initial", "final"}
     assert np.isfinite(history["value"].to_numpy()).all()
+
+
+def test_the_printed_benchmark_table_has_the_mean_pose_floor(pipeline, capsys):
+    config = pipeline[0]
+    print_benchmark_table(config)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "meanpose" in line]
+    assert [row[0] for row in rows] == ["demo_h36m", "demo_smpl"]
+    for row in rows:
+        baseline = json.loads(config.benchmark_latest_path(row[0]).read_text())["baseline"]
+        assert float(row[2]) == pytest.approx(baseline["mpjpe_mm"], abs=0.05)
+        assert float(row[3]) == pytest.approx(baseline["pa_mpjpe_mm"], abs=0.05)
 
 
 def test_second_run_does_nothing(pipeline):
