@@ -1,20 +1,19 @@
 """Small Zarr artifacts other than dataset stores (pose tables, predictions), written atomically."""
 
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from assets.store import recover_interrupted_swap, swap_into_place
+from assets.store import recover_interrupted_swap, staging_path, swap_into_place
 
 
 def write_zarr_group(path, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
     """Write ``arrays`` and ``attrs`` as a Zarr v3 group at ``path``: built aside, then swapped in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = staging_path(path)
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for name, value in arrays.items():

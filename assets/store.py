@@ -1,13 +1,15 @@
 """The canonical dataset store: one Zarr v3 group per dataset, one example = one person in one image.
 
-Writes are atomic: a store is built in ``<name>.zarr.tmp-<id>`` next to its final path, validated,
-and only then swapped in, so a write that dies half-way leaves the previous store as it was.
+Writes are atomic: a store is built in ``<name>.zarr.tmp-<host>-<pid>-<id>`` next to its final path,
+validated, and only then swapped in, so a write that dies half-way leaves the previous store as it was
+(and the next write of that path removes the dead writer's half-built folder).
 Reads are lazy: opening a store reads metadata only; one example reads one chunk per array.
 """
 
 import hashlib
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -166,8 +168,8 @@ class StoreWriter:
         self.attrs.setdefault("units", "mm")
         self.attrs["schema_version"] = SCHEMA_VERSION
         self.names = [n for n, s in ARRAY_SPECS.items() if s.required or n in optional_arrays]
-        self.tmp_path = self.path.with_name(f"{self.path.name}{_TMP_MARK}{uuid.uuid4().hex[:8]}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = staging_path(self.path)
         self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         self.arrays = {}
         for name in self.names:
@@ -215,13 +217,46 @@ class StoreWriter:
         return False
 
 
+def staging_path(final) -> Path:
+    """A new sibling of ``final`` to build it in before ``swap_into_place``: ``<name>.tmp-<host>-<pid>-<id>``.
+
+    A writer killed outright gets no chance to delete its half-built folder, and a dataset store can be
+    gigabytes; so the folders that earlier writers of the same path left on this host, from processes
+    that no longer exist, are removed here. Folders of live processes (a concurrent writer) and of other
+    hosts (a shared disk) are left alone.
+    """
+    final = Path(final)
+    host = socket.gethostname()
+    for leftover in final.parent.glob(f"{final.name}{_TMP_MARK}*"):
+        owner_host, _, rest = leftover.name[len(final.name) + len(_TMP_MARK):].rpartition("-")[0].rpartition("-")
+        if owner_host == host and rest.isdigit() and not _process_exists(int(rest)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return final.with_name(f"{final.name}{_TMP_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by the folder ``tmp``; the old one is deleted only once the new one is in place."""
     recover_interrupted_swap(final)
     backup = None
     if final.exists():
         backup = final.with_name(f"{final.name}{_BACKUP_MARK}{uuid.uuid4().hex[:8]}")
         os.replace(final, backup)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, final)
+        raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
 

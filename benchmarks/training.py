@@ -24,7 +24,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from model.losses import LossSettings, loss_3d_batch

@@ -3,6 +3,8 @@
 import numpy as np
 
 from evaluation.plots import figure_png, plt
+from evaluation.pose_pca import CentredPCA
+from model.acae import fit_acae, reconstruction_errors
 
 SPARSE_THRESHOLD = 1e-3
 
@@ -25,6 +27,49 @@ def errors_per_skeleton(acae, poses: np.ndarray) -> list[dict]:
     rows.append({"skeleton": "all", "joints": len(skeletons), "error_3d_mm": errors.mean_3d_mm,
                  "error_projected_mm": errors.mean_projected_mm})
     return rows
+
+
+def baseline_rows(acae, train_poses: np.ndarray, held_out_poses: np.ndarray) -> list[dict]:
+    """Held-out errors (mm) of ``acae`` next to two references fit on the same complete training poses:
+    the closed-form best ACAE of the same shape without sparsity (what the sparsity term costs) and PCA
+    with as many coordinates as the latents have (3·L). Only complete poses count (PCA needs them). A
+    reference the data cannot support gets a row with a ``note`` saying why instead of errors."""
+    train = train_poses[np.isfinite(train_poses).all(axis=(1, 2))]
+    held_out = held_out_poses[np.isfinite(held_out_poses).all(axis=(1, 2))]
+    if len(held_out) == 0:
+        return []
+    n_sided = sum(side != "center" for side in acae.latent_sides)
+    components = 3 * acae.num_latents
+
+    def closed_form():
+        return fit_acae(train, acae.joint_names, n_sided, acae.num_latents - n_sided, chiral=acae.chiral,
+                        sides=acae.joint_sides, init="principal", steps=0).reconstruct(held_out)
+
+    def pca():
+        return CentredPCA(train, components).reconstruct(held_out)
+
+    rows = []
+    for method, reconstruct in (("this autoencoder", lambda: acae.reconstruct(held_out)),
+                                ("same shape, no sparsity (closed form)", closed_form),
+                                (f"PCA, {components} coordinates", pca)):
+        row = {"method": method, "poses": len(held_out)}
+        try:
+            errors = reconstruction_errors(held_out, reconstruct())
+        except ValueError as error:  # too few complete training poses for this reference
+            row["note"] = f"not computed: {error}"
+        else:
+            row |= {"error_3d_mm": errors.mean_3d_mm, "error_projected_mm": errors.mean_projected_mm}
+        rows.append(row)
+    return rows
+
+
+def baseline_markdown(rows: list[dict]) -> str:
+    header = "| method | held-out poses | 3D error (mm) | projected error (mm) |\n|---|---|---|---|\n"
+    if not rows:
+        return header + "| (no complete held-out pose) | 0 | | |"
+    return header + "\n".join(
+        f"| {r['method']} | {r['poses']} | " + (f"{r['error_3d_mm']:.1f} | {r['error_projected_mm']:.1f} |"
+                                                 if "note" not in r else f"{r['note']} | |") for r in rows)
 
 
 def sparsity(acae) -> dict:

@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -7,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from assets.store import StoreSchemaError, StoreWriter, fingerprint_paths, open_store, write_store
+from assets.store import StoreSchemaError, StoreWriter, fingerprint_paths, open_store, staging_path, write_store
 
 
 def make_arrays(n=12, joints=17, size=16, seed=0):
@@ -110,6 +111,42 @@ def test_write_killed_half_way_leaves_the_old_store_readable(tmp_path):
     store = open_store(path)
     np.testing.assert_array_equal(store.load("image"), arrays["image"])
     assert store.attrs["counts"]["train"] == 9
+    # the killed writer could not delete its half-built folder; the next write of the path does
+    assert len(list(tmp_path.glob("toy.zarr.tmp-*"))) == 1
+    write_store(path, *make_arrays(seed=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]
+
+
+def test_staging_keeps_folders_of_live_writers_and_other_hosts(tmp_path):
+    final = tmp_path / "toy.zarr"
+    host = socket.gethostname()
+    live = tmp_path / f"toy.zarr.tmp-{host}-{os.getpid()}-0000aaaa"
+    elsewhere = tmp_path / "toy.zarr.tmp-another-host-1-0000bbbb"
+    unknown_owner = tmp_path / "toy.zarr.tmp-0000cccc"  # written before names carried host and pid
+    other_path = tmp_path / f"other.zarr.tmp-{host}-999999999-0000dddd"
+    for folder in (live, elsewhere, unknown_owner, other_path):
+        folder.mkdir()
+    staging = staging_path(final)
+    assert staging.parent == tmp_path and staging.name.startswith(f"toy.zarr.tmp-{host}-{os.getpid()}-")
+    assert all(folder.exists() for folder in (live, elsewhere, unknown_owner, other_path))
+
+
+def test_failed_swap_puts_the_previous_store_back(tmp_path, monkeypatch):
+    arrays, attrs = make_arrays()
+    path = write_store(tmp_path / "toy.zarr", arrays, attrs)
+    real_replace = os.replace
+
+    def fail_on_the_new_store(source, target):
+        if str(target) == str(path) and ".tmp-" in str(source):
+            raise OSError("disk full")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_new_store)
+    with pytest.raises(OSError, match="disk full"):
+        write_store(path, *make_arrays(seed=3))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]  # back in place before any reader looks
+    np.testing.assert_array_equal(open_store(path).load("frame"), arrays["frame"])
 
 
 def test_swap_interrupted_between_renames_is_recovered(tmp_path):

@@ -8,17 +8,15 @@
    JPEG crop around the person per frame.
 3. The videos' relative frame offsets are estimated from the detections and the calibration (the shift
    that minimises the robust triangulation's reprojection cost) and recorded in the manifest.
-4. Everything is written to ``<out>.tmp-<id>`` and renamed into place; an existing dataset is replaced
+4. Everything is written to ``<out>.tmp-<host>-<pid>-<id>`` and swapped into place; an existing dataset is replaced
    only by a complete new one, and is kept as it is when it was built with the same settings.
 """
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from assets.real.cache import (
     sha256_file,
 )
 from assets.real.qca import QcaCamera, read_qca
+from assets.store import staging_path, swap_into_place
 from assets.triangulation import estimate_frame_offsets
 
 LAYOUT_VERSION = 1
@@ -137,7 +136,7 @@ def build(
         python = mediapipe_python(cache)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging = staging_path(out)
     try:
         (staging / "calibration").mkdir(parents=True)
         (staging / "detections").mkdir()
@@ -194,7 +193,7 @@ def build(
             "build": request,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        _swap_into_place(staging, out)
+        swap_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report(f"{out}: {num_frames} global frames x {len(CAMERAS)} cameras, detection {detection_seconds:.1f} s")
@@ -279,21 +278,6 @@ def quality_report(raw_root, report=print) -> dict:
         report(f"  {name:12s} {every['mean_mm']:8.1f} {every['cv']:9.3f} {every['frames']:6d} | "
                f"{three['cv']:20.3f} {three['frames']:6d}")
     return stats
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Replace ``out`` by ``staging``; the old dataset is deleted only once the new one is in place."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    backup = out.with_name(f"{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(out, backup)
-    try:
-        os.replace(staging, out)
-    except OSError:
-        os.replace(backup, out)
-        raise
-    shutil.rmtree(backup)
 
 
 def main(argv=None) -> int:
