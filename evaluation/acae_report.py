@@ -5,13 +5,18 @@ import numpy as np
 from evaluation.plots import figure_png, plt
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae, reconstruction_errors
+from model.network import split_union_joint_name
 
 SPARSE_THRESHOLD = 1e-3
 
 
 def skeleton_of(joint_name: str) -> str:
-    """'lsho_h36m_17' -> 'h36m_17' (union joint names are '<joint>_<skeleton>')."""
-    return joint_name.split("_", 1)[1]
+    """'leye_inner_blazepose_33' -> 'blazepose_33' (union joint names are '<joint>_<format>'); for a format
+    that is not registered, everything after the first underscore."""
+    try:
+        return split_union_joint_name(joint_name)[1]
+    except ValueError:
+        return joint_name.split("_", 1)[-1]
 
 
 def errors_per_skeleton(acae, poses: np.ndarray) -> list[dict]:

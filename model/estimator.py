@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices
+from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices, split_union_joint_name
 from model.persistence import save_torch_atomic
 
 MODES = ("separate", "consistency", "latent", "hybrid")
@@ -84,12 +84,7 @@ class PoseEstimator(torch.nn.Module):
         return joints.float().cpu().numpy()
 
     def skeletons(self) -> list[str]:
-        formats = []
-        for name in self.joint_names:
-            fmt = name.split("_", 1)[1]
-            if fmt not in formats:
-                formats.append(fmt)
-        return formats
+        return list(dict.fromkeys(split_union_joint_name(name)[1] for name in self.joint_names))
 
     def save(self, path) -> Path:
         path = Path(path)

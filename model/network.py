@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from assets.skeletons import get_skeleton, mirror_name
+from assets.skeletons import get_skeleton, known_skeletons, mirror_name
 from model.heads import MetrabsHead
 from model.persistence import save_torch_atomic
 from model.reconstruction import (
@@ -332,6 +332,18 @@ def union_joint_names(skeleton_names: Sequence[str]) -> tuple[str, ...]:
     if duplicates:
         raise ValueError(f"skeleton_names: {duplicates} listed more than once")
     return tuple(f"{joint}_{name}" for name in skeleton_names for joint in get_skeleton(name).joint_names)
+
+
+def split_union_joint_name(union_name: str) -> tuple[str, str]:
+    """Inverse of ``union_joint_names`` for one name: ``leye_inner_blazepose_33`` → (``leye_inner``,
+    ``blazepose_33``). Joint and format names may both contain underscores, so the split is the one
+    whose format is registered and has that joint."""
+    parts, registered = union_name.split("_"), set(known_skeletons())
+    for cut in range(1, len(parts)):
+        joint, skeleton = "_".join(parts[:cut]), "_".join(parts[cut:])
+        if skeleton in registered and joint in get_skeleton(skeleton).joint_names:
+            return joint, skeleton
+    raise ValueError(f"joint name {union_name!r} is not '<joint>_<format>' for any registered skeleton format")
 
 
 def skeleton_joint_indices(joint_names: Sequence[str], skeleton_name: str) -> list[int]:

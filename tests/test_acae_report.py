@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evaluation.acae_report import baseline_markdown, baseline_rows, errors_per_skeleton, sparsity
+from evaluation.acae_report import baseline_markdown, baseline_rows, errors_per_skeleton, skeleton_of, sparsity
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae
 
@@ -84,3 +84,9 @@ def test_pca_restores_translation_exactly_and_rejects_bad_input():
         CentredPCA(poses, 40)
     with pytest.raises(ValueError, match=r"shape \[N, J, 3\]"):
         CentredPCA(poses[..., :2], 3)
+
+
+def test_skeleton_of_keeps_underscores_inside_joint_and_format_names():
+    assert skeleton_of("leye_inner_blazepose_33") == "blazepose_33"
+    assert skeleton_of("lsho_h36m_17") == "h36m_17"
+    assert skeleton_of("pelv_fmta") == "fmta"  # not a registered format: after the first underscore

@@ -15,6 +15,7 @@ from model.network import (
     build_backbone,
     mirror_permutation,
     skeleton_joint_indices,
+    split_union_joint_name,
     union_joint_names,
 )
 from model.reconstruction import flip_intrinsics, mirror_pose_2d, mirror_pose_3d
@@ -193,6 +194,15 @@ def test_union_joints_give_each_skeleton_its_own_outputs():
     assert names[permutation[names.index("lsho_h36m_17")]] == "rsho_h36m_17"
     np.testing.assert_array_equal(permutation[smpl_indices], np.asarray(smpl_indices)[smpl.mirror_indices])
     np.testing.assert_array_equal(permutation[permutation], np.arange(len(names)))
+
+
+def test_union_joint_names_split_back_into_joint_and_format():
+    formats = ["blazepose_33", "h36m_17", "smpl_24", "coco_19"]  # blazepose has joints like 'leye_inner'
+    names = union_joint_names(formats)
+    expected = [(joint, name) for name in formats for joint in get_skeleton(name).joint_names]
+    assert [split_union_joint_name(n) for n in names] == expected
+    with pytest.raises(ValueError, match=r"'lsho_nosuchformat' is not '<joint>_<format>'"):
+        split_union_joint_name("lsho_nosuchformat")
 
 
 def test_missing_skeleton_outputs_are_named():
