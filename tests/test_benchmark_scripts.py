@@ -1,0 +1,29 @@
+"""Smoke tests of the benchmark scripts on tiny inputs: they must keep running as the code changes."""
+
+import numpy as np
+
+from benchmarks import acae as acae_benchmark
+
+FORMATS = ("h36m_17", "smpl_24", "coco_19")  # 60 joints: 180 coordinates, room for PCA's 144
+
+
+def test_acae_benchmark_rows_on_tiny_demo_world_poses(capsys):
+    train, names = acae_benchmark.demo_world_poses(400, FORMATS, acae_benchmark.TRAIN_SEED)
+    test, test_names = acae_benchmark.demo_world_poses(60, FORMATS, acae_benchmark.TEST_SEED)
+    assert names == test_names and train.shape == (400, 60, 3) and len(names) == 60
+    assert (train[..., 2] > 0).all()  # camera frame, in front of the camera: the projected loss needs it
+
+    rows = acae_benchmark.evaluate("tiny", train, test, names, dict(steps=20), "cpu")
+    methods = [row["method"] for row in rows]
+    assert methods[-1].startswith("PCA") and len(methods) == 7
+    by_method = dict(zip(methods, rows))
+    assert by_method[methods[-1]]["ratio_3d"] == 1.0
+    for row in rows:
+        assert np.isfinite(row["errors"].mean_3d_mm) and row["errors"].mean_3d_mm > 0
+    closed_form = by_method["ACAE chiral, closed form (3D L2 optimum, λ=0)"]["errors"].mean_3d_mm
+    paper = by_method["ACAE chiral, projected loss"]["errors"].mean_3d_mm
+    assert closed_form < paper  # 20 sparse steps from a random start are far from the optimum
+
+    acae_benchmark.print_table(rows, threads=1, device="cpu")
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("tiny ") for line in printed) == 7
