@@ -8,6 +8,7 @@ Reads are lazy: opening a store reads metadata only; one example reads one chunk
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -227,9 +228,10 @@ def staging_path(final) -> Path:
     """
     final = Path(final)
     host = socket.gethostname()
+    owner_pattern = re.compile(rf"{re.escape(final.name + _TMP_MARK)}(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]+")
     for leftover in final.parent.glob(f"{final.name}{_TMP_MARK}*"):
-        owner_host, _, rest = leftover.name[len(final.name) + len(_TMP_MARK):].rpartition("-")[0].rpartition("-")
-        if owner_host == host and rest.isdigit() and not _process_exists(int(rest)):
+        owner = owner_pattern.fullmatch(leftover.name)
+        if owner and owner["host"] == host and not _process_exists(int(owner["pid"])):
             shutil.rmtree(leftover, ignore_errors=True)
     return final.with_name(f"{final.name}{_TMP_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

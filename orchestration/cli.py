@@ -137,9 +137,8 @@ def run(config, *, only=None, partitions=None, force=False) -> int:
 
 
 def predict(args) -> int:
-    import json
-
     import model
+    from assets.skeletons import get_skeleton
     from model.inference import predict_folder
 
     estimator = model.load(args.model)
@@ -147,8 +146,8 @@ def predict(args) -> int:
     poses = predict_folder(estimator, args.images, skeleton=skeleton, fov_degrees=args.fov,
                            intrinsics_file=args.intrinsics)
     text = json.dumps({"units": "mm", "frame": "camera", "skeleton": args.skeleton,
-                       "joint_names": [n.rsplit("_" + args.skeleton, 1)[0] for n in estimator.joint_names
-                                       if skeleton is None or n.endswith("_" + skeleton)],
+                       "joint_names": list(estimator.joint_names if skeleton is None
+                                           else get_skeleton(skeleton).joint_names),
                        "poses": {name: pose.round(1).tolist() for name, pose in poses.items()}})
     if args.out == "-":
         print(text)
