@@ -162,6 +162,9 @@ def main(argv=None) -> None:
         fit_kwargs = {}
     rows = []
     chosen = args.datasets.split(",")
+    unknown = sorted(set(chosen) - {"demo", "large", "pipeline"})
+    if unknown:
+        parser.error(f"--datasets: unknown {unknown}; choose from demo, large, pipeline")
     for dataset, formats in (("demo", ALL_FORMATS), ("large", LARGE_FORMATS)):
         if dataset not in chosen:
             continue
@@ -173,13 +176,13 @@ def main(argv=None) -> None:
         label = f"{dataset}: {n_train // 1000}k+{n_test // 1000}k x {len(names)} joints"
         rows += evaluate(label, train, test, names, fit_kwargs, args.device)
     pipeline = pipeline_pseudo_gt(args.pseudo_gt) if "pipeline" in chosen else None
-    if "pipeline" in chosen and pipeline is None:
-        print(f"[pipeline] {args.pseudo_gt} not found: run `make demo` first to include the pipeline's pseudo-GT",
-              file=sys.stderr)
-    else:
+    if pipeline is not None:
         train, test, names = pipeline
         label = f"pipeline: {len(train)}+{len(test)} x {len(names)} joints"
         rows += evaluate(label, train, test, names, dict(steps=300) if args.quick else {}, args.device)
+    elif "pipeline" in chosen:
+        print(f"[pipeline] {args.pseudo_gt} not found: run `make demo` first to include the pipeline's pseudo-GT",
+              file=sys.stderr)
     print_table(rows, args.threads, args.device)
 
 

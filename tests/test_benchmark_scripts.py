@@ -1,7 +1,9 @@
 """Smoke tests of the benchmark scripts on tiny inputs: they must keep running as the code changes."""
 
 import numpy as np
+import pytest
 
+from assets.artifacts import write_zarr_group
 from benchmarks import acae as acae_benchmark
 
 FORMATS = ("h36m_17", "smpl_24", "coco_19")  # 60 joints: 180 coordinates, room for PCA's 144
@@ -27,3 +29,20 @@ def test_acae_benchmark_rows_on_tiny_demo_world_poses(capsys):
     acae_benchmark.print_table(rows, threads=1, device="cpu")
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("tiny ") for line in printed) == 7
+
+
+def test_acae_benchmark_runs_on_the_pipeline_pseudo_gt_alone(tmp_path, capsys):
+    poses, names = acae_benchmark.demo_world_poses(300, FORMATS, acae_benchmark.TRAIN_SEED)
+    store = write_zarr_group(tmp_path / "pseudo_gt.zarr", {"poses": poses, "dataset": np.repeat([0, 1], 150)},
+                             {"joint_names": names})
+    acae_benchmark.main(["--quick", "--datasets", "pipeline", "--pseudo-gt", str(store)])
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("pipeline: 240+60 x 60 joints") for line in printed) == 7
+
+
+def test_acae_benchmark_says_what_is_missing_or_unknown(tmp_path, capsys):
+    acae_benchmark.main(["--datasets", "pipeline", "--pseudo-gt", str(tmp_path / "absent.zarr")])
+    assert "not found: run `make demo` first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        acae_benchmark.main(["--datasets", "demo,everything"])
+    assert "unknown ['everything']" in capsys.readouterr().err
