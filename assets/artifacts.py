@@ -1,38 +1,32 @@
-"""Small Zarr artifacts other than dataset stores (pose tables, predictions), written atomically."""
+"""Small Zarr artifacts other than dataset stores (pose tables, predictions), as published versions."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from assets.store import recover_interrupted_swap, staging_path, swap_into_place
+from assets.versions import VersionWriter, resolve
 
 
-def write_zarr_group(path, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
-    """Write ``arrays`` and ``attrs`` as a Zarr v3 group at ``path``: built aside, then swapped in."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_path(path)
-    try:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+def write_zarr_group(location, arrays: dict[str, np.ndarray], attrs: dict, *, data_version: str | None = None) -> Path:
+    """Write ``arrays`` and ``attrs`` as a new Zarr v3 version at ``location`` and publish it."""
+    location = Path(location)
+    with VersionWriter(location, data_version) as version:
+        group = zarr.open_group(str(version.path), mode="w", zarr_format=3)
         for name, value in arrays.items():
             value = np.asarray(value)
             if value.dtype.kind not in "biuf":
                 # strings have no stable Zarr v3 data type yet: keep them as codes with a table in attrs
-                raise TypeError(f"{path}: array {name!r} has dtype {value.dtype}; store numbers (codes for strings)")
+                raise TypeError(f"{location}: array {name!r} has dtype {value.dtype}; store numbers (codes for strings)")
             group.create_array(name, data=value)
         group.attrs.update(attrs)
-        swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        return version.publish()
 
 
-def read_zarr_group(path) -> tuple[dict[str, np.ndarray], dict]:
-    path = Path(path)
-    recover_interrupted_swap(path)
+def read_zarr_group(location) -> tuple[dict[str, np.ndarray], dict]:
+    """Read the published version at ``location`` (or ``location`` itself when it is a version)."""
+    location = Path(location)
+    path = location if (location / "zarr.json").exists() else resolve(location)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"no Zarr artifact at {path} (expected a Zarr v3 group with zarr.json)")
     group = zarr.open_group(str(path), mode="r")

@@ -188,8 +188,10 @@ def pseudo_gt_stats(pseudo: PseudoGT, skeleton, instants: np.ndarray) -> dict:
     }
 
 
-def write_pseudo_gt_store(source, pseudo: PseudoGT, out_path, *, progress=None) -> Path:
-    """A copy of the detections store with ``pose3d`` filled in (atomic, like every store write).
+def write_pseudo_gt_store(source, pseudo: PseudoGT, out_path, *, progress=None, data_version: str | None = None,
+                          gate=None) -> Path:
+    """A copy of the detections store with ``pose3d`` filled in, published like every store version
+    (``gate``: see ``StoreWriter.commit``).
 
     Where a joint was triangulated, ``pose2d`` becomes the projection of its pseudo-GT (the label
     training sees); elsewhere the detection stays, with ``confidence2d`` keeping the detector's score.
@@ -203,7 +205,7 @@ def write_pseudo_gt_store(source, pseudo: PseudoGT, out_path, *, progress=None) 
                                              **pseudo.stats})
     optional = [name for name in ("confidence2d",) if name in source]
     n = len(source)
-    with StoreWriter(out_path, n, attrs, optional_arrays=optional) as writer:
+    with StoreWriter(out_path, n, attrs, optional_arrays=optional, data_version=data_version) as writer:
         for start in range(0, n, _COPY_BATCH):
             stop = min(start + _COPY_BATCH, n)
             rows = {name: source[name][start:stop] for name in writer.names if name != "pose3d"}
@@ -222,4 +224,4 @@ def write_pseudo_gt_store(source, pseudo: PseudoGT, out_path, *, progress=None) 
             if progress:
                 progress(f"{attrs['dataset']}: pseudo-GT copied {stop}/{n} examples "
                          f"({time.perf_counter() - started:.1f} s)")
-        return writer.commit()
+        return writer.commit(gate)

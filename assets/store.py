@@ -1,17 +1,16 @@
 """The canonical dataset store: one Zarr v3 group per dataset, one example = one person in one image.
 
-Writes are atomic: a store is built in ``<name>.zarr.tmp-<host>-<pid>-<id>`` next to its final path,
-validated, and only then swapped in, so a write that dies half-way leaves the previous store as it was
-(and the next write of that path removes the dead writer's half-built folder).
-Reads are lazy: opening a store reads metadata only; one example reads one chunk per array.
+A store location holds immutable versions and a pointer to the current one (assets.versions): a new
+version is written, validated, optionally gated by checks, and only then published, so a write that dies
+or fails leaves the previous store current. Every chunk carries a CRC32C checksum and every chunk file is
+written, so damage is found when read (or by ``DatasetStore.verify``), with an error naming store,
+array and chunk. Reads are lazy: opening a store reads metadata and lists chunk files; one example reads
+one chunk per array.
 """
 
 import hashlib
-import os
-import re
-import shutil
-import socket
-import uuid
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
 
 from assets.skeletons import get_skeleton
+from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
-_BACKUP_MARK = ".old-"
-_TMP_MARK = ".tmp-"
 _META_ROWS_PER_CHUNK = 4096
 _IMAGES_PER_SHARD = 256
 
@@ -135,33 +135,18 @@ def fingerprint_paths(paths, extra: str = "") -> str:
     return digest.hexdigest()
 
 
-def _chunking(name: str, shape: tuple) -> dict:
-    if name == "image":
-        # one example per inner chunk for random access; shards keep the file count low (DVC hashes files)
-        return {"chunks": (1, *shape[1:]), "shards": (min(_IMAGES_PER_SHARD, max(shape[0], 1)), *shape[1:])}
-    return {"chunks": (min(_META_ROWS_PER_CHUNK, max(shape[0], 1)), *shape[1:])}
-
-
-def recover_interrupted_swap(path: Path) -> None:
-    """If a swap died between its two renames, put the previous store back."""
-    path = Path(path)
-    if path.exists():
-        return
-    backups = sorted(path.parent.glob(path.name + _BACKUP_MARK + "*"), key=lambda p: p.stat().st_mtime)
-    if backups:
-        os.replace(backups[-1], path)
-
-
 class StoreWriter:
-    """Builds a store in a temporary folder; ``commit()`` validates and swaps it into place.
+    """Builds a new version of a store at ``location``; ``commit()`` validates and publishes it.
 
-    Use as a context manager: leaving the block with an exception discards the temporary folder.
-    Arrays are created up front with their final shape, and filled in slices, so a converter can
-    stream images without holding the whole dataset in memory.
+    Use as a context manager: leaving the block unpublished (an exception, a failed gate) discards the
+    version, and the previously published store stays current (assets.versions). Arrays are created up
+    front with their final shape and filled in slices, so a converter can stream images without holding
+    the whole dataset in memory.
     """
 
-    def __init__(self, path, num_examples: int, attrs: dict, *, optional_arrays=()):
-        self.path = Path(path)
+    def __init__(self, location, num_examples: int, attrs: dict, *, optional_arrays=(),
+                 data_version: str | None = None):
+        self.location = Path(location)
         self.num_examples = int(num_examples)
         self.attrs = dict(attrs)
         skeleton = get_skeleton(self.attrs["skeleton"])
@@ -169,111 +154,89 @@ class StoreWriter:
         self.attrs.setdefault("units", "mm")
         self.attrs["schema_version"] = SCHEMA_VERSION
         self.names = [n for n, s in ARRAY_SPECS.items() if s.required or n in optional_arrays]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = staging_path(self.path)
-        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
-        self.arrays = {}
-        for name in self.names:
-            shape = expected_shape(name, self.num_examples, skeleton.num_joints, int(self.attrs["image_size"]))
-            fill = np.nan if ARRAY_SPECS[name].dtype == "float32" else 0
-            self.arrays[name] = self.group.create_array(
-                name, shape=shape, dtype=ARRAY_SPECS[name].dtype, fill_value=fill, **_chunking(name, shape)
-            )
-        self._committed = False
+        self._version = VersionWriter(self.location, data_version)
+        self.path = self._version.path
+        try:
+            self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+            self.arrays = {}
+            for name in self.names:
+                shape = expected_shape(name, self.num_examples, skeleton.num_joints, int(self.attrs["image_size"]))
+                fill = np.nan if ARRAY_SPECS[name].dtype == "float32" else 0
+                self.arrays[name] = self.group.create_array(
+                    name, shape=shape, dtype=ARRAY_SPECS[name].dtype, fill_value=fill, **array_layout(name, shape))
+        except BaseException:
+            self._version.discard()
+            raise
+        self._finished = False
 
     def write(self, start: int, **arrays) -> None:
         for name, value in arrays.items():
             if name not in self.arrays:
-                raise StoreSchemaError(f"{self.tmp_path}: cannot write unknown array {name!r}")
+                raise StoreSchemaError(f"{self.path}: cannot write unknown array {name!r}")
             value = np.asarray(value)
             target = self.arrays[name]
             if value.shape[1:] != target.shape[1:]:
                 raise StoreSchemaError(
-                    f"{self.path}: array {name!r} rows have shape {value.shape[1:]}, expected {target.shape[1:]}"
+                    f"{self.location}: array {name!r} rows have shape {value.shape[1:]}, expected {target.shape[1:]}"
                 )
             target[start:start + len(value)] = value.astype(target.dtype, copy=False)
 
-    def commit(self) -> Path:
-        where = f"store {self.path}"
-        validate_schema(self.arrays, self.attrs, where)
-        _validate_values(self.arrays, self.attrs, where)
-        split = self.arrays["split"][:]
-        self.attrs["counts"] = {s: int(np.sum(split == i)) for i, s in enumerate(SPLITS)}
-        self.attrs["num_examples"] = self.num_examples
-        self.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.group.attrs.update(self.attrs)
-        swap_into_place(self.tmp_path, self.path)
-        self._committed = True
+    def finish(self) -> Path:
+        """Validate and complete the new version without publishing it: the path checks can read."""
+        if not self._finished:
+            where = f"store {self.location}"
+            validate_schema(self.arrays, self.attrs, where)
+            _validate_values(self.arrays, self.attrs, where)
+            split = self.arrays["split"][:]
+            self.attrs["counts"] = {s: int(np.sum(split == i)) for i, s in enumerate(SPLITS)}
+            self.attrs["num_examples"] = self.num_examples
+            self.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.group.attrs.update(self.attrs)
+            self._finished = True
         return self.path
 
+    def commit(self, gate: Callable[[Path], None] | None = None) -> Path:
+        """Finish, let ``gate`` inspect the finished version (it raises to refuse it), then publish."""
+        staged = self.finish()
+        if gate is not None:
+            gate(staged)
+        return self._version.publish()
+
     def abort(self) -> None:
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self._version.discard()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if not self._committed:
+        if not self._version.published:
             self.abort()
         return False
 
 
-def staging_path(final) -> Path:
-    """A new sibling of ``final`` to build it in before ``swap_into_place``: ``<name>.tmp-<host>-<pid>-<id>``.
-
-    A writer killed outright gets no chance to delete its half-built folder, and a dataset store can be
-    gigabytes; so the folders that earlier writers of the same path left on this host, from processes
-    that no longer exist, are removed here. Folders of live processes (a concurrent writer) and of other
-    hosts (a shared disk) are left alone.
-    """
-    final = Path(final)
-    host = socket.gethostname()
-    owner_pattern = re.compile(rf"{re.escape(final.name + _TMP_MARK)}(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]+")
-    for leftover in final.parent.glob(f"{final.name}{_TMP_MARK}*"):
-        owner = owner_pattern.fullmatch(leftover.name)
-        if owner and owner["host"] == host and not _process_exists(int(owner["pid"])):
-            shutil.rmtree(leftover, ignore_errors=True)
-    return final.with_name(f"{final.name}{_TMP_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def array_layout(name: str, shape: tuple) -> dict:
+    """Chunking and codecs of a store array: checksummed chunks, all of them written."""
+    layout = {"compressors": (ZstdCodec(level=0), Crc32cCodec()),
+              # chunks equal to the fill value are written too, so a missing chunk file is damage, not "empty"
+              "config": {"write_empty_chunks": True}}
+    if name == "image":
+        # one example per inner chunk for random access; shards keep the file count low (DVC hashes files)
+        return {**layout, "chunks": (1, *shape[1:]), "shards": (min(_IMAGES_PER_SHARD, max(shape[0], 1)), *shape[1:])}
+    return {**layout, "chunks": (min(_META_ROWS_PER_CHUNK, max(shape[0], 1)), *shape[1:])}
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def swap_into_place(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by the folder ``tmp``; the old one is deleted only once the new one is in place."""
-    recover_interrupted_swap(final)
-    backup = None
-    if final.exists():
-        backup = final.with_name(f"{final.name}{_BACKUP_MARK}{uuid.uuid4().hex[:8]}")
-        os.replace(final, backup)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if backup is not None:
-            os.replace(backup, final)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
-def write_store(path, arrays: dict, attrs: dict) -> Path:
-    """Write a whole in-memory dataset atomically."""
+def write_store(path, arrays: dict, attrs: dict, *, data_version: str | None = None,
+                gate: Callable[[Path], None] | None = None) -> Path:
+    """Write a whole in-memory dataset as a new version of the store at ``path``, and publish it."""
     n = len(arrays["pose3d"])
     optional = [k for k in arrays if not ARRAY_SPECS.get(k, ArraySpec("", ())).required]
     where = f"data for store {path}"
     probe_attrs = {**attrs, "joint_names": attrs.get("joint_names", list(get_skeleton(attrs["skeleton"]).joint_names)),
                    "units": attrs.get("units", "mm")}
     validate_schema({k: np.asarray(v) for k, v in arrays.items()}, probe_attrs, where)
-    with StoreWriter(path, n, attrs, optional_arrays=optional) as writer:
+    with StoreWriter(path, n, attrs, optional_arrays=optional, data_version=data_version) as writer:
         writer.write(0, **arrays)
-        return writer.commit()
+        return writer.commit(gate)
 
 
 def build_index(arrays, attrs: dict) -> pl.DataFrame:
@@ -296,19 +259,116 @@ def build_index(arrays, attrs: dict) -> pl.DataFrame:
     return pl.DataFrame(frame)
 
 
+class StoreCorruptionError(StoreSchemaError):
+    """A store's files are damaged: a chunk fails its checksum, is missing, or its metadata is unreadable."""
+
+
+class CheckedArray:
+    """A store array whose read errors name the store, the array and the chunks involved."""
+
+    def __init__(self, array: zarr.Array, store_path: Path, name: str):
+        self._array = array
+        self._store_path = store_path
+        self.name = name
+
+    shape = property(lambda self: self._array.shape)
+    dtype = property(lambda self: self._array.dtype)
+    ndim = property(lambda self: self._array.ndim)
+    chunks = property(lambda self: self._array.chunks)
+
+    def __len__(self) -> int:
+        return self._array.shape[0]
+
+    def __getitem__(self, key):
+        return self._read(self._array.__getitem__, key)
+
+    def get_orthogonal_selection(self, selection):
+        return self._read(self._array.get_orthogonal_selection, selection)
+
+    @property
+    def oindex(self):
+        return _OrthogonalIndex(self)
+
+    def _read(self, reader, key):
+        try:
+            return reader(key)
+        except Exception as exc:
+            raise StoreCorruptionError(
+                f"store {self._store_path}: array {self.name!r}, {self._chunks_of(key)}: unreadable "
+                f"({type(exc).__name__}: {exc}). The store is damaged: `dozens verify` lists the damage; "
+                f"re-convert the dataset with --force") from exc
+
+    def _chunks_of(self, key) -> str:
+        rows = key[0] if isinstance(key, tuple) and key else key
+        per_chunk = self._array.chunks[0]
+        if isinstance(rows, (int, np.integer)):
+            return f"example {int(rows)} (chunk {int(rows) // per_chunk})"
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self._array.shape[0])
+            return f"examples {start}..{stop - 1} (chunks {start // per_chunk}..{max(stop - 1, 0) // per_chunk})"
+        return "a selection of examples"
+
+    def __array__(self, dtype=None, copy=None):
+        values = self[:]
+        return values if dtype is None else values.astype(dtype)
+
+
+class _OrthogonalIndex:
+    def __init__(self, array: CheckedArray):
+        self._checked = array
+
+    def __getitem__(self, selection):
+        return self._checked.get_orthogonal_selection(selection)
+
+
+def missing_chunk_files(group: zarr.Group, name: str) -> list[str]:
+    """Chunk (or shard) files of array ``name`` that a complete store has and this one lacks."""
+    array = group[name]
+    per_file = array.shards or array.chunks
+    grid = [range(-(-size // step)) for size, step in zip(array.shape, per_file)]
+    expected = {f"{name}/{array.metadata.encode_chunk_key(coords)}" for coords in itertools.product(*grid)}
+    base = f"{group.store_path.path}/" if group.store_path.path else ""
+    present = {key[len(base):] for key in sync(_list_keys(group.store, f"{base}{name}/"))}
+    return sorted(expected - present)
+
+
+async def _list_keys(store, prefix: str) -> list[str]:
+    return [key async for key in store.list_prefix(prefix)]
+
+
 class DatasetStore:
-    """Read access to one canonical store. Arrays are zarr arrays: slicing reads only what it needs."""
+    """Read access to one canonical store. Arrays are zarr arrays: slicing reads only what it needs.
+
+    ``path`` may be a store location (its published version is opened) or a version folder itself.
+    """
 
     def __init__(self, path):
-        self.path = Path(path)
-        recover_interrupted_swap(self.path)
+        self.location = Path(path)
+        self.path = self.location if (self.location / "zarr.json").exists() else resolve_version(self.location)
         if not (self.path / "zarr.json").exists():
             raise FileNotFoundError(f"no dataset store at {self.path} (expected a Zarr v3 group with zarr.json)")
-        self.group = zarr.open_group(str(self.path), mode="r")
-        self.attrs = dict(self.group.attrs)
-        arrays = {name: self.group[name] for name in self.group.array_keys()}
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r")
+            self.attrs = dict(self.group.attrs)
+            names = list(self.group.array_keys())
+        except Exception as exc:
+            raise StoreCorruptionError(f"store {self.path}: metadata unreadable ({type(exc).__name__}: {exc}); "
+                                       f"re-convert the dataset with --force") from exc
+        arrays = {}
+        for name in names:
+            try:
+                arrays[name] = self.group[name]
+            except Exception as exc:
+                raise StoreCorruptionError(f"store {self.path}: array {name!r}: metadata unreadable "
+                                           f"({type(exc).__name__}: {exc})") from exc
         validate_schema(arrays, self.attrs, f"store {self.path}")
-        self._arrays = arrays
+        for name in names:
+            missing = missing_chunk_files(self.group, name)
+            if missing:
+                raise StoreCorruptionError(
+                    f"store {self.path}: array {name!r} lacks {len(missing)} chunk file(s) ({', '.join(missing[:3])}"
+                    f"{', ...' if len(missing) > 3 else ''}): the store is damaged; re-convert the dataset with --force")
+        self._arrays = {name: CheckedArray(array, self.path, name) for name, array in arrays.items()}
 
     def __len__(self) -> int:
         return int(self.attrs["num_examples"])
@@ -321,7 +381,7 @@ class DatasetStore:
     def array_names(self) -> list[str]:
         return sorted(self._arrays)
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> CheckedArray:
         try:
             return self._arrays[name]
         except KeyError:
@@ -343,6 +403,27 @@ class DatasetStore:
 
     def split_indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.load("split") == SPLITS.index(split))
+
+    def verify(self, progress: Callable[[str], None] | None = None) -> int:
+        """Read every chunk of every array (checksums are checked on read); returns the bytes read."""
+        total = 0
+        for name, array in self._arrays.items():
+            step = array.chunks[0]
+            for start in range(0, len(array), step):
+                total += array[start:start + step].nbytes
+            if progress is not None:
+                progress(f"{self.path}: {name} ok")
+        _validate_values(self._arrays, self.attrs, f"store {self.path}")
+        return total
+
+
+def resolve_version(location: Path) -> Path:
+    """The published version of a store location, with errors that say which store is missing."""
+    try:
+        return resolve(location)
+    except NotPublishedError:
+        raise FileNotFoundError(f"no dataset store at {location} (nothing published there: expected "
+                                f"{location / POINTER} naming a Zarr v3 group with zarr.json)") from None
 
 
 def open_store(path) -> DatasetStore:

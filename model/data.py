@@ -50,8 +50,8 @@ def _open(path: Path, name: str | None) -> DatasetStore:
         return open_store(path)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{label}{error}") from None
-    except StoreSchemaError as error:
-        raise StoreSchemaError(f"{label}{error}") from None
+    except StoreSchemaError as error:  # corruption too (a subclass): keep the type
+        raise type(error)(f"{label}{error}") from None
 
 
 def _check_image_size(value, where: str) -> int:
@@ -105,8 +105,9 @@ class StoreExamples(Dataset):
         name: str | None = None,
         image_cache_mb: float = 0.0,
     ):
-        self.store_path = Path(store_path)
-        store = _open(self.store_path, name)
+        store = _open(Path(store_path), name)
+        # the version opened now, not the location: every worker process must read the same version
+        self.store_path = store.path
         self.name = str(store.attrs["dataset"]) if name is None else name
         self.where = where = f"dataset {self.name!r} (store {self.store_path})"
         self.skeleton = str(store.attrs["skeleton"])

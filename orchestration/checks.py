@@ -12,9 +12,9 @@ def quality_check_specs(asset_name: str) -> list[dg.AssetCheckSpec]:
             for name in CHECK_NAMES]
 
 
-def store_check_results(store_path) -> list[dg.AssetCheckResult]:
+def check_results(outcomes) -> list[dg.AssetCheckResult]:
     results = []
-    for outcome in run_store_checks(store_path):
+    for outcome in outcomes:
         results.append(dg.AssetCheckResult(
             check_name=outcome.name, passed=bool(outcome.passed),
             severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
@@ -32,3 +32,32 @@ def _metadata_value(value):
     if isinstance(value, str):
         return dg.MetadataValue.text(value)
     return dg.MetadataValue.json(value)
+
+
+def blocking_checks_gate(context, asset_name: str, results: list):
+    """A publish gate (``StoreWriter.commit``) that runs the checks on the finished, unpublished version.
+
+    Passing: the Dagster check results go into ``results`` for the materialisation. A failed blocking check:
+    the evaluations are logged (so the UI shows them) and the step fails with every failed check's
+    finding, so the version is discarded, the previous one stays current, and the stage stays stale.
+    """
+    def gate(staged_path) -> None:
+        outcomes = run_store_checks(staged_path)
+        checked = check_results(outcomes)
+        failed = [o for o in outcomes if o.blocking and not o.passed]
+        if not failed:
+            results.extend(checked)
+            return
+        for result in checked:
+            context.log_event(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(asset_name), check_name=result.check_name, passed=result.passed,
+                metadata=result.metadata, severity=result.severity, description=result.description,
+                blocking=True))
+        findings = "\n".join(f"- {o.name}: {o.description}" for o in failed)
+        raise dg.Failure(
+            description=f"blocking checks failed on the new version of {asset_name} "
+                        f"[{context.partition_key}] (not published; the previous version, if any, stays "
+                        f"current):\n{findings}",
+            metadata={"failed_checks": dg.MetadataValue.json([o.name for o in failed])})
+
+    return gate

@@ -10,6 +10,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class InstanceError(RuntimeError):
+    """The Dagster instance (run and event history) cannot be opened."""
+
+
 def _dagster_instance():
     import dagster as dg
 
@@ -18,7 +22,17 @@ def _dagster_instance():
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").touch()  # an empty file silences Dagster's "no instance config" warning
     os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    try:
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # the SQLite databases are opened lazily: touch them now
+        instance.fetch_materializations(dg.AssetKey("dataset"), limit=1)
+    except Exception as exc:
+        raise InstanceError(
+            f"the Dagster instance at {home} (DAGSTER_HOME) cannot be opened: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}\n"
+            f"It holds the run history and the recorded data versions. To start a fresh one, move it aside "
+            f"(mv {home} {home}.broken) and re-run; the next run then recomputes every stage once.") from exc
+    return instance
 
 
 def generate(config, force: bool = False) -> None:
@@ -60,15 +74,25 @@ def print_store_table(title: str, names: list[str], store_path, outcomes: dict) 
     print(f"\n{title}\n" + header + "\n" + "-" * len(header))
     for name in names:
         outcome = outcomes.get(name)
-        path = store_path(name)
-        if outcome is not None and outcome.status in ("failed", "skipped") or not path.exists():
-            print(f"{name:<18} {outcome.status.upper() if outcome else 'MISSING'}: {outcome.error if outcome else ''}")
+        if outcome is not None and outcome.status in ("failed", "skipped"):
+            print(f"{name:<18} {outcome.status.upper()}" + (f": {_indented(outcome.error)}" if outcome.error else ""))
             continue
-        store = open_store(path)
+        try:
+            store = open_store(store_path(name))
+        except FileNotFoundError:
+            print(f"{name:<18} MISSING: nothing published at {store_path(name)}")
+            continue
+        except Exception as exc:
+            print(f"{name:<18} UNREADABLE: {exc}")
+            continue
         counts = store.attrs["counts"]
-        megabytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+        megabytes = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file()) / 2**20
         print(f"{name:<18} {store.attrs['skeleton']:<16} {counts['train']:>6} {counts['val']:>6} "
               f"{counts['test']:>6} {megabytes:>7.1f}  {_describe(outcome)}")
+
+
+def _indented(text: str) -> str:
+    return text.replace("\n", "\n    ")
 
 
 def _describe(outcome) -> str:
@@ -123,7 +147,7 @@ def run(config, *, only=None, partitions=None, force=False) -> int:
     if model_steps:
         print("\ntraining stages")
         for outcome in model_steps:
-            print(f"  {outcome.label:<24} {_describe(outcome)}" + (f" ({outcome.error})" if outcome.error else ""))
+            print(f"  {outcome.label:<24} {_describe(outcome)}" + (f": {_indented(outcome.error)}" if outcome.error else ""))
     if "benchmark" in by_asset:
         print_benchmark_table(config)
     ran = [o.label for o in outcomes if o.status == "ran"]
@@ -136,12 +160,20 @@ def run(config, *, only=None, partitions=None, force=False) -> int:
     return 1 if failed else 0
 
 
-def predict(args) -> int:
-    import model
-    from assets.skeletons import get_skeleton
-    from model.inference import predict_folder
+def _fov_argument(text: str) -> float:
+    from model.inference import check_fov  # light: torch is only imported when a model is loaded
 
-    estimator = model.load(args.model)
+    try:
+        return check_fov(text)
+    except ValueError as exc:  # argparse then prints usage and the message instead of a traceback
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fov: ")) from None  # argparse names it
+
+
+def predict(args) -> int:
+    from assets.skeletons import get_skeleton
+    from model.inference import load_estimator, predict_folder
+
+    estimator = load_estimator(args.model)
     skeleton = None if args.skeleton == "all" else args.skeleton
     poses = predict_folder(estimator, args.images, skeleton=skeleton, fov_degrees=args.fov,
                            intrinsics_file=args.intrinsics)
@@ -162,6 +194,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="dozens", description=__doc__)
     parser.add_argument("--config", help="pipeline config (default: $DOZENS_CONFIG or params.yaml)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and Dagster's event log")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the synthetic demo world's raw datasets")
     gen.add_argument("--force", action="store_true", help="regenerate even if the raw folders exist")
@@ -175,15 +208,41 @@ def main(argv=None) -> int:
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
     pred.add_argument("--skeleton", default="smpl_24", help="output skeleton format ('all' for every joint)")
-    pred.add_argument("--fov", type=float, default=None, help="field of view of the crops in degrees "
-                      "(default 55) when --intrinsics is not given")
-    pred.add_argument("--intrinsics", help="JSON file: crop file name -> 3x3 intrinsic matrix")
+    camera = pred.add_mutually_exclusive_group()
+    camera.add_argument("--fov", type=_fov_argument, default=None, help="field of view of the crops in "
+                        "degrees, strictly between 0 and 180 (default 55) when --intrinsics is not given")
+    camera.add_argument("--intrinsics", help="JSON file: crop file name -> 3x3 intrinsic matrix of the crop "
+                        "as stored")
     pred.add_argument("--out", default="-", help="output JSON file (default: stdout)")
+    verify = sub.add_parser("verify", help="read every chunk of the published stores and check it (checksums, "
+                                           "missing files, schema)")
+    verify.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
+    collect = sub.add_parser("gc", help="remove artifact versions that no pointer references")
+    collect.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     args = parser.parse_args(argv)
+    try:
+        return dispatch(args, load_config)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        print("(run with --verbose for the traceback)", file=sys.stderr)
+        return 2
+
+
+def dispatch(args, load_config) -> int:
+    os.environ["DOZENS_VERBOSE"] = "1" if args.verbose else ""
     if args.command == "predict":
         return predict(args)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     config = load_config(args.config)
+    if args.command == "verify":
+        return verify_stores(config, _selected(config, args.datasets))
+    if args.command == "gc":
+        return collect_garbage_command(config, dry_run=args.dry_run)
 
     if args.command == "generate":
         generate(config, force=args.force)
@@ -191,11 +250,50 @@ def main(argv=None) -> int:
     if args.command == "demo":
         generate(config)
         return run(config, force=args.force)
-    names = set(args.datasets) if args.datasets else None
-    unknown = sorted((names or set()) - set(config.datasets))
+    names = _selected(config, args.datasets)
+    return run(config, only={"dataset", "pseudo_gt"}, partitions=set(names) if args.datasets else None,
+               force=args.force)
+
+
+def _selected(config, names: list[str]) -> list[str]:
+    unknown = sorted(set(names) - set(config.datasets))
     if unknown:
-        raise SystemExit(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
-    return run(config, only={"dataset", "pseudo_gt"}, partitions=names, force=args.force)
+        raise ValueError(f"unknown datasets {unknown}; configured in {config.path}: {sorted(config.datasets)}")
+    return sorted(names) if names else sorted(config.datasets)
+
+
+def verify_stores(config, names: list[str]) -> int:
+    """Read every published store of ``names`` end to end; exit 1 if any is damaged or missing."""
+    from assets.store import open_store
+
+    locations = [(name, config.dataset_store_path(name)) for name in names]
+    locations += [(f"{name} (pseudo-GT)", config.pseudo_gt_store_path(name))
+                  for name in config.multiview_datasets if name in names]
+    bad = 0
+    for label, location in locations:
+        started = time.perf_counter()
+        try:
+            store = open_store(location)
+            megabytes = store.verify() / 2**20
+        except Exception as exc:
+            bad += 1
+            print(f"{label:<28} DAMAGED: {exc}")
+            continue
+        print(f"{label:<28} ok: {len(store)} examples, {megabytes:.1f} MB decoded and checksummed "
+              f"in {time.perf_counter() - started:.1f} s ({store.path.name})")
+    print(f"\n{len(locations) - bad} of {len(locations)} stores verified"
+          + (f"; {bad} damaged or missing: re-convert them with `dozens convert --force NAME`" if bad else ""))
+    return 1 if bad else 0
+
+
+def collect_garbage_command(config, *, dry_run: bool) -> int:
+    from assets.versions import collect_garbage
+
+    found = collect_garbage(config.store_root.parent, dry_run=dry_run)
+    for path in found:
+        print(("would remove " if dry_run else "removed ") + str(path))
+    print(f"{len(found)} unreferenced version(s) {'found' if dry_run else 'removed'} under {config.store_root.parent}")
+    return 0
 
 
 if __name__ == "__main__":

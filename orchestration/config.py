@@ -1,10 +1,15 @@
 """The pipeline configuration (params.yaml): datasets, store location, image size.
 
 Which file: ``DOZENS_CONFIG`` if set, else ``params.yaml`` in the working directory (DVC runs stages
-there), else the project's own. Paths in the file are relative to the file's folder.
+there), else the project's own. Paths in the file are relative to the file's folder and may not leave it
+(absolute paths may point anywhere). Every key and value is checked: a mistake is a ConfigError naming its key.
 """
 
+import dataclasses
+import difflib
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,18 @@ from assets.converters import CONVERTERS
 
 CONFIG_ENV = "DOZENS_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "params.yaml"
+
+# Copies, checked against the originals by tests/test_config.py: importing those would make reading the config
+# load torch (model.estimator.MODES) and the demo-world renderer (assets.synthetic.world.SIZES).
+TRAINING_MODES = ("separate", "consistency", "latent", "hybrid")
+DEMO_SIZES = ("demo", "tiny")
+
+# Dataset names become file names (stores, benchmark results), Dagster partition keys, shell words in dvc.yaml's
+# commands and parts of DVC's dotted parameter paths (`datasets.${key}`), hence no '/', '.' or spaces.
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+DATASET_NAME_MAX = 64
+DATASET_NAME_RULE = (f"dataset names need 1 to {DATASET_NAME_MAX} letters, digits, '_' or '-', "
+                     "starting with a letter or digit")
 
 
 class ConfigError(ValueError):
@@ -99,10 +116,15 @@ class PipelineConfig:
         return self.benchmark_history_path.parent / "latest" / f"{name}.json"
 
     def dataset_store_path(self, name: str) -> Path:
-        return self.store_root / "dataset" / f"{name}.zarr"
+        """The dataset's store location: published versions and their pointer (assets.versions)."""
+        return self.store_root / "dataset" / name
 
     def pseudo_gt_store_path(self, name: str) -> Path:
-        return self.store_root / "pseudo_gt" / f"{name}.zarr"
+        return self.store_root / "pseudo_gt" / name
+
+    @property
+    def all_skeleton_pseudo_gt_path(self) -> Path:
+        return self.store_root / "all_skeleton_pseudo_gt"
 
     @property
     def multiview_datasets(self) -> list[str]:
@@ -118,15 +140,6 @@ class PipelineConfig:
         return Path(os.path.commonpath([d.raw.parent for d in self.datasets.values()]))
 
 
-def _field(mapping: dict, key: str, path: Path, where: str, kind=None):
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise ConfigError(f"{path}: field '{where}{key}' is missing")
-    value = mapping[key]
-    if kind is not None and not isinstance(value, kind):
-        raise ConfigError(f"{path}: field '{where}{key}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
 def default_config_path() -> Path:
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
@@ -139,86 +152,247 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
     if not path.is_file():
         raise ConfigError(f"pipeline config {path} does not exist (set {CONFIG_ENV} or create params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    base = path.parent
-    pseudo_gt = raw.get("pseudo_gt") or {}
-    multiview = pseudo_gt.get("datasets") or {}
-    if not isinstance(multiview, dict):
-        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' must map dataset names to settings, got {multiview!r}")
-    defaults = {"threshold_fraction": float(pseudo_gt.get("threshold_fraction", 0.02)),
-                "min_views": int(pseudo_gt.get("min_views", 2))}
-    datasets = {}
-    for name, entry in _field(raw, "datasets", path, "", dict).items():
-        converter = _field(entry, "converter", path, f"datasets.{name}.", str)
-        if converter not in CONVERTERS:
-            raise ConfigError(f"{path}: field 'datasets.{name}.converter' is {converter!r}; "
-                              f"known converters: {', '.join(sorted(CONVERTERS))}")
-        datasets[name] = DatasetConfig(
-            name=name, converter=converter, raw=(base / _field(entry, "raw", path, f"datasets.{name}.", str)),
-            pseudo_gt=_pseudo_gt_settings(multiview[name], defaults, path, name) if name in multiview else None)
-    if not datasets:
-        raise ConfigError(f"{path}: field 'datasets' lists no dataset")
-    unknown = sorted(set(multiview) - set(datasets))
-    if unknown:
-        raise ConfigError(f"{path}: field 'pseudo_gt.datasets' names {unknown}, which are not under 'datasets'")
-    store = _field(raw, "store", path, "", dict)
-    demo = raw.get("demo", {}) or {}
-    return PipelineConfig(
-        path=path, datasets=datasets, store_root=base / _field(store, "root", path, "store.", str),
-        image_size=int(_field(store, "image_size", path, "store.", int)),
-        demo_size=str(demo.get("size", "demo")), demo_seed=int(demo.get("seed", 0)),
-        training=_training_settings(raw.get("training"), datasets, path),
-        acae=_settings(AcaeSettings, raw.get("acae"), path, "acae"),
-        benchmark=_benchmark_settings(raw.get("benchmark"), datasets, path))
-
-
-def _benchmark_settings(entry, datasets: dict, path: Path) -> BenchmarkSettings:
-    settings = _settings(BenchmarkSettings, entry, path, "benchmark")
-    unknown = sorted(set(settings.datasets) - set(datasets))
-    if unknown:
-        raise ConfigError(f"{path}: field 'benchmark.datasets' names {unknown}, which are not under 'datasets'")
-    return BenchmarkSettings(datasets=tuple(settings.datasets), schedule=settings.schedule)
-
-
-def _settings(cls, entry, path: Path, where: str):
-    entry = entry or {}
-    known = set(cls.__dataclass_fields__)
-    if not isinstance(entry, dict) or set(entry) - known:
-        extra = sorted(set(entry) - known) if isinstance(entry, dict) else entry
-        raise ConfigError(f"{path}: field '{where}' has unknown settings {extra}; known: {sorted(known)}")
     try:
-        return cls(**entry)
-    except TypeError as exc:
-        raise ConfigError(f"{path}: field '{where}': {exc}") from None
+        return _parse(raw, path)
+    except _Invalid as exc:
+        raise exc.error(path) from None
 
 
-def _training_settings(entry, datasets: dict, path: Path) -> TrainingSettings | None:
-    if not entry:
+# Reading: each rule takes a value from the YAML and returns it parsed or raises _Invalid. Sections apply their
+# settings' rules and prefix the key path, so a message names the full path however deep the mistake is.
+
+class _Invalid(Exception):
+    """A value's problem, with the key path from the value that was checked down to the culprit."""
+
+    def __init__(self, problem: str, key: tuple = ()):
+        super().__init__(problem)
+        self.problem, self.key = problem, tuple(str(k) for k in key)
+
+    def under(self, name) -> "_Invalid":
+        return _Invalid(self.problem, (name, *self.key))
+
+    def error(self, file: Path) -> ConfigError:
+        where = f"field '{'.'.join(self.key)}'" if self.key else "the file"
+        return ConfigError(f"{file}: {where} {self.problem}")
+
+
+def _under(name, rule, value):
+    try:
+        return rule(value)
+    except _Invalid as exc:
+        raise exc.under(name) from None
+
+
+def _did_you_mean(word, known) -> str:
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _integer(minimum: int, even: bool = False):
+    expected = f"{'an even' if even else 'an'} integer >= {minimum}"
+
+    def check(value) -> int:
+        # bool is an int to Python, but `workers: yes` is a mistake, not 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (even and value % 2):
+            raise _Invalid(f"must be {expected}, got {value!r}")
+        return value
+    return check
+
+
+def _number(low: float, high: float = math.inf, low_included: bool = False):
+    """Finite numbers above ``low`` (or from it, with ``low_included``) and below ``high``."""
+    expected = f"a number {'>=' if low_included else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
+
+    def check(value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"must be {expected}, got {value!r}{_yaml_float_hint(value)}")
+        if not (math.isfinite(value) and (value >= low if low_included else value > low) and value < high):
+            raise _Invalid(f"must be {expected}, got {value!r}")
+        return float(value)
+    return check
+
+
+def _yaml_float_hint(value) -> str:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    # PyYAML follows YAML 1.1, where 1e-3 (no '.') is a string: the commonest way to get text for a number
+    return " (YAML reads exponent notation without a '.' as text: write 1.0e-3, not 1e-3)"
+
+
+def _text(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(choices, what: str):
+    def check(value) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise _Invalid(f"is {value!r}{_did_you_mean(value, choices)}; expected one of the known {what}: "
+                           f"{', '.join(choices)}")
+        return value
+    return check
+
+
+def _optional(rule):
+    return lambda value: None if value is None else rule(value)
+
+
+def _cron(value) -> str:
+    # Dagster's own test, so the config accepts exactly what dg.schedule will; imported here as it takes a second
+    from dagster._utils.schedules import is_valid_cron_schedule
+
+    if not is_valid_cron_schedule(_text(value)):
+        raise _Invalid(f"is {value!r}, not a valid cron schedule: expected five fields "
+                       "'minute hour day-of-month month day-of-week', e.g. '0 3 * * *'")
+    return value
+
+
+def _dataset_name(value) -> str:
+    if not (isinstance(value, str) and len(value) <= DATASET_NAME_MAX and DATASET_NAME.fullmatch(value)):
+        raise _Invalid(f"names dataset {value!r}, which is not usable as a file name: {DATASET_NAME_RULE}")
+    return value
+
+
+def _path(base: Path):
+    def check(value) -> Path:
+        path = Path(_text(value))
+        if path.is_absolute():
+            return path
+        # normpath, not resolve: a symlinked folder inside the config's folder is fine wherever it points
+        resolved = Path(os.path.normpath(base / path))
+        # a relative path climbing out is most likely a config copied elsewhere; an absolute one is meant
+        if not resolved.is_relative_to(base):
+            raise _Invalid(f"is {value!r}, which leads out of the config's folder {base} (to {resolved}); "
+                           "relative paths must stay inside it: write an absolute path to use a folder elsewhere")
+        return resolved
+    return check
+
+
+def _section(rules: dict, required=()):
+    """A mapping whose settings all have a rule in ``rules``; the ``required`` ones must be present."""
+    def check(value) -> dict:
+        value = {} if value is None else value  # a section left empty (`demo:`)
+        if not isinstance(value, dict):
+            raise _Invalid(f"must be a mapping of settings, got {value!r}")
+        for name in value:
+            if name not in rules:
+                raise _Invalid(f"is not a known setting{_did_you_mean(name, rules)}; known settings here: "
+                               f"{', '.join(sorted(rules))}", (name,))
+        for name in required:
+            if name not in value:
+                raise _Invalid("is missing", (name,))
+        return {name: _under(name, rules[name], item) for name, item in value.items()}
+    return check
+
+
+def _settings(cls, rules: dict):
+    """A section read into dataclass ``cls``: its fields without a default are required."""
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    section = _section(rules, required)
+    return lambda value: cls(**section(value))
+
+
+def _by_dataset(rule):
+    """A mapping from dataset names to values read by ``rule``."""
+    def check(value) -> dict:
+        value = {} if value is None else value
+        if not isinstance(value, dict):
+            raise _Invalid(f"must map dataset names to settings, got {value!r}")
+        return {_under(name, _dataset_name, name): _under(name, rule, item) for name, item in value.items()}
+    return check
+
+
+def _dataset_list(value) -> tuple:
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list of dataset names, got {value!r}")
+    names = tuple(_dataset_name(name) for name in value)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise _Invalid(f"lists {repeated} more than once")
+    return names
+
+
+def _only_configured(names, datasets: dict, key: tuple) -> None:
+    unknown = sorted(set(names) - set(datasets))
+    if unknown:
+        raise _Invalid(f"names {unknown}, which are not under 'datasets' (configured: {', '.join(datasets)})", key)
+
+
+_PSEUDO_GT_RULES = {"threshold_fraction": _number(0, 1), "min_views": _integer(2)}
+_RUN_RULES = {"steps": _integer(1), "learning_rate": _number(0), "mode": _choice(TRAINING_MODES, "training modes")}
+_TRAINING_RULES = {
+    "batch_3d": _by_dataset(_integer(1)), "batch_2d": _by_dataset(_integer(1)),
+    "initial": _settings(RunSettings, _RUN_RULES), "final": _settings(RunSettings, _RUN_RULES),
+    "backbone": _text, "image_size": _optional(_integer(1)), "stride": _integer(1), "workers": _integer(0),
+    "image_cache_mb": _integer(0), "checkpoint_every": _integer(1),
+}
+_ACAE_RULES = {
+    # the fit is chiral: sided latents split evenly into left and right
+    "n_latent_sided": _integer(0, even=True), "n_latent_center": _integer(0),
+    "sparsity": _number(0, low_included=True), "steps": _integer(1), "pseudo_gt_examples_per_dataset": _integer(1),
+}
+_BENCHMARK_RULES = {"datasets": _dataset_list, "schedule": _cron}
+
+
+def _training(value) -> TrainingSettings | None:
+    if not value:  # no training section: the pipeline stops at the stores
         return None
-    batches = {}
+    return TrainingSettings(**{"batch_2d": {}, **_section(_TRAINING_RULES, ("batch_3d", "initial", "final"))(value)})
+
+
+def _parse(raw, path: Path) -> PipelineConfig:
+    read_path = _path(path.parent)
+    top = _section({
+        "demo": _section({"size": _choice(DEMO_SIZES, "demo sizes"), "seed": _integer(0)}),
+        "store": _section({"root": read_path, "image_size": _integer(1)}, ("root", "image_size")),
+        "pseudo_gt": _section({**_PSEUDO_GT_RULES, "datasets": _by_dataset(_section(_PSEUDO_GT_RULES))}),
+        "datasets": _by_dataset(_section({"converter": _choice(sorted(CONVERTERS), "converters"), "raw": read_path},
+                                         ("converter", "raw"))),
+        "training": _training,
+        "acae": _settings(AcaeSettings, _ACAE_RULES),
+        "benchmark": _settings(BenchmarkSettings, _BENCHMARK_RULES),
+    }, ("store", "datasets"))(raw)
+
+    if not top["datasets"]:
+        raise _Invalid("lists no dataset", ("datasets",))
+    pseudo_gt = top.get("pseudo_gt", {})
+    multiview = pseudo_gt.get("datasets", {})
+    _only_configured(multiview, top["datasets"], ("pseudo_gt", "datasets"))
+    defaults = PseudoGTConfig(**{k: v for k, v in pseudo_gt.items() if k != "datasets"})
+    datasets = {name: DatasetConfig(name=name, converter=entry["converter"], raw=entry["raw"],
+                                    pseudo_gt=dataclasses.replace(defaults, **multiview[name])
+                                    if name in multiview else None)
+                for name, entry in top["datasets"].items()}
+    store, demo = top["store"], top.get("demo", {})
+    acae, benchmark = top.get("acae", AcaeSettings()), top.get("benchmark", BenchmarkSettings())
+    if acae.n_latent_sided + acae.n_latent_center == 0:
+        raise _Invalid("and acae.n_latent_center are both 0: the autoencoder needs at least one latent point",
+                       ("acae", "n_latent_sided"))
+    _only_configured(benchmark.datasets, datasets, ("benchmark", "datasets"))
+    training = top.get("training")
+    if training is not None:
+        _check_training(training, datasets, store["image_size"])
+    return PipelineConfig(
+        path=path, datasets=datasets, store_root=store["root"], image_size=store["image_size"],
+        demo_size=demo.get("size", "demo"), demo_seed=demo.get("seed", 0),
+        training=training, acae=acae, benchmark=benchmark)
+
+
+def _check_training(training: TrainingSettings, datasets: dict, store_image_size: int) -> None:
     for part in ("batch_3d", "batch_2d"):
-        counts = entry.get(part) or {}
-        if not isinstance(counts, dict) or not all(isinstance(v, int) and v > 0 for v in counts.values()):
-            raise ConfigError(f"{path}: field 'training.{part}' must map dataset names to positive counts")
-        unknown = sorted(set(counts) - set(datasets))
-        if unknown:
-            raise ConfigError(f"{path}: field 'training.{part}' names {unknown}, which are not under 'datasets'")
-        batches[part] = dict(counts)
-    if not batches["batch_3d"]:
-        raise ConfigError(f"{path}: field 'training.batch_3d' lists no dataset with 3D labels")
-    rest = {k: v for k, v in entry.items() if k not in ("batch_3d", "batch_2d", "initial", "final")}
-    return _settings(TrainingSettings, {
-        **rest, **batches,
-        "initial": _settings(RunSettings, entry.get("initial"), path, "training.initial"),
-        "final": _settings(RunSettings, entry.get("final"), path, "training.final"),
-    }, path, "training")
-
-
-def _pseudo_gt_settings(entry, defaults: dict, path: Path, name: str) -> PseudoGTConfig:
-    entry = entry or {}
-    unknown = sorted(set(entry) - set(defaults)) if isinstance(entry, dict) else None
-    if unknown is None or unknown:
-        raise ConfigError(f"{path}: field 'pseudo_gt.datasets.{name}' may set {sorted(defaults)}, got {entry!r}")
-    return PseudoGTConfig(**{**defaults, **entry})
+        _only_configured(getattr(training, part), datasets, ("training", part))
+    if not training.batch_3d:
+        raise _Invalid("lists no dataset with 3D labels", ("training", "batch_3d"))
+    # the network needs this (model.network.MetrabsConfig); failing here saves converting every dataset first
+    size, size_key = ((training.image_size, "training.image_size") if training.image_size
+                      else (store_image_size, "store.image_size"))
+    if size % training.stride or size < 2 * training.stride:
+        raise _Invalid(f"is {training.stride}, but the network input ({size_key}: {size}) must be a multiple "
+                       "of the stride and at least two strides", ("training", "stride"))

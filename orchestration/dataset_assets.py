@@ -13,7 +13,7 @@ from assets.converters import get_converter
 from assets.converters.common import convert
 from assets.preview import preview_png
 from assets.store import SPLITS, fingerprint_paths, open_store
-from orchestration.checks import quality_check_specs, store_check_results
+from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
@@ -69,13 +69,15 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
     def dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         entry = config.datasets[context.partition_key]
         version = expected_signature(config, context.instance, "dataset", entry.name)
+        checks = []
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
-                         dataset_name=entry.name, image_size=config.image_size, progress=context.log.info)
+                         dataset_name=entry.name, image_size=config.image_size, progress=context.log.info,
+                         data_version=version, gate=blocking_checks_gate(context, "dataset", checks))
         store = open_store(result.path)
         return dg.MaterializeResult(
             metadata=store_metadata(store, result.seconds),
             data_version=dg.DataVersion(version),
-            check_results=store_check_results(result.path),
+            check_results=checks,
         )
 
     return partitions, [raw_dataset, dataset]

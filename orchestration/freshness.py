@@ -12,6 +12,8 @@ import json
 
 import dagster as dg
 
+from assets.versions import published_data_version
+
 DATA_VERSION_TAG = "dagster/data_version"
 
 
@@ -90,7 +92,7 @@ def output_path(config, asset: str, partition: str | None = None):
         "pseudo_gt": lambda: config.pseudo_gt_store_path(partition),
         "training_pool": lambda: config.store_root / "training_pool.parquet",
         "initial_model": lambda: config.models_root / "initial" / "model.pt",
-        "all_skeleton_pseudo_gt": lambda: config.store_root / "all_skeleton_pseudo_gt.zarr",
+        "all_skeleton_pseudo_gt": lambda: config.all_skeleton_pseudo_gt_path,
         "acae": lambda: config.models_root / "acae.pt",
         "final_model": lambda: config.models_root / "final" / "model.pt",
         "benchmark": lambda: config.benchmark_latest_path(partition),
@@ -98,7 +100,17 @@ def output_path(config, asset: str, partition: str | None = None):
     return paths[asset]()
 
 
+# assets written as published versions (assets.versions): the pointer records which inputs they came from
+VERSIONED_ASSETS = ("dataset", "pseudo_gt", "all_skeleton_pseudo_gt")
+
+
 def is_fresh(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> bool:
+    """Fresh: Dagster's latest materialisation has the signature the inputs give now, and that is what is
+    published (a version refused by its checks is never published, so its stage stays stale)."""
     recorded = latest_data_version(instance, asset, partition)
-    return (recorded is not None and output_path(config, asset, partition).exists()
-            and recorded == expected_signature(config, instance, asset, partition))
+    if recorded is None or recorded != expected_signature(config, instance, asset, partition):
+        return False
+    location = output_path(config, asset, partition)
+    if asset in VERSIONED_ASSETS:
+        return published_data_version(location) == recorded
+    return location.exists()

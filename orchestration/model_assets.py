@@ -59,7 +59,7 @@ def build_model_assets(config: PipelineConfig) -> list:
     settings = config.training
     models = config.models_root
     pool_path = config.store_root / "training_pool.parquet"
-    all_skeleton_path = config.store_root / "all_skeleton_pseudo_gt.zarr"
+    all_skeleton_path = config.all_skeleton_pseudo_gt_path
     acae_path = models / "acae.pt"
     multiview = config.multiview_datasets
     pool_deps = [dg.AssetDep("dataset", partition_mapping=dg.AllPartitionMapping())]
@@ -119,7 +119,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         write_zarr_group(all_skeleton_path, {"poses": labels["poses"], "dataset": labels["dataset"],
                                              "example": labels["example"]},
                          {"joint_names": labels["joint_names"], "datasets": labels["datasets"], "units": "mm",
-                          "frame": "camera"})
+                          "frame": "camera"}, data_version=version)
         return dg.MaterializeResult(
             metadata={"poses": dg.MetadataValue.int(len(labels["poses"])),
                       "joints_behind_camera_share": dg.MetadataValue.float(labels["behind_camera"]),

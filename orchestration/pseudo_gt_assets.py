@@ -11,7 +11,7 @@ import dagster as dg
 from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
 from assets.preview import preview_png
 from assets.store import open_store
-from orchestration.checks import quality_check_specs, store_check_results
+from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
@@ -62,12 +62,14 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         source = open_store(config.dataset_store_path(name))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
                                    min_views=settings.min_views, progress=context.log.info)
-        path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=context.log.info)
+        checks = []
+        path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=context.log.info,
+                                     data_version=version, gate=blocking_checks_gate(context, "pseudo_gt", checks))
         store = open_store(path)
         return dg.MaterializeResult(
             metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started),
             data_version=dg.DataVersion(version),
-            check_results=store_check_results(path),
+            check_results=checks,
         )
 
     return partitions, [pseudo_gt]

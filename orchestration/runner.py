@@ -1,5 +1,6 @@
 """Run the whole pipeline through Dagster, materialising only the stale asset partitions, in graph order."""
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +36,25 @@ def pipeline_steps(config) -> list[tuple[str, list]]:
     return [(asset, partitions) for asset, partitions in steps if partitions]
 
 
-def _failure(result) -> str:
+def failure_message(result) -> str:
+    """Why a Dagster run failed, in the words of the code that failed (not Dagster's wrapper)."""
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data is not None:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
-    return "run failed"
+        if event.event_type_value != "STEP_FAILURE" or event.step_failure_data is None:
+            continue
+        failure = event.step_failure_data
+        if failure.user_failure_data is not None and failure.user_failure_data.description:
+            return failure.user_failure_data.description.strip()
+        error = failure.error
+        while error.cause is not None:  # DagsterExecutionStepExecutionError wraps the converter's own error
+            error = error.cause
+        return error.message.strip()  # already "ExceptionClass: message"
+    return "run failed (see the Dagster event log)"
+
+
+def _console_logging() -> dict:
+    """The steps' own progress (INFO) on the console; Dagster's per-event DEBUG stream only when verbose."""
+    level = "DEBUG" if os.environ.get("DOZENS_VERBOSE") else "INFO"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
@@ -64,15 +79,15 @@ def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = Non
                 continue
             started = time.perf_counter()
             result = dg.materialize(all_assets, selection=[asset], partition_key=partition, instance=instance,
-                                    raise_on_error=False)
+                                    raise_on_error=False, run_config=_console_logging())
             evaluations = result.get_asset_check_evaluations()
             failed = [e.check_name for e in evaluations if not e.passed]
             outcome = StepOutcome(asset, partition, "ran" if result.success else "failed",
                                   time.perf_counter() - started, len(evaluations), failed,
-                                  None if result.success else _failure(result))
+                                  None if result.success else failure_message(result))
             outcomes.append(outcome)
             report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s"
-                   + (f" ({outcome.error})" if outcome.error else ""))
+                   + (f"\n  {outcome.error}".replace("\n", "\n  ") if outcome.error else ""))
         # a failed step stops everything after it: later stages depend on earlier ones
         broken = broken or any(o.status == "failed" for o in outcomes)
     return outcomes

@@ -49,7 +49,7 @@ def test_dvc_repro_recomputes_only_the_changed_dataset(tiny_world, tmp_path):
     first = _dvc(project, "repro")
     assert _ran_stages(first) == sorted([f"dataset@{n}" for n in DATASETS] + ["pseudo_gt@demo_multiview2d",
                                                                               "benchmark@demo_h36m", *TRAINING_STAGES])
-    assert all((project / "data" / "stores" / "dataset" / f"{n}.zarr" / "zarr.json").exists() for n in DATASETS)
+    assert all((project / "data" / "stores" / "dataset" / n / "current.json").exists() for n in DATASETS)
 
     second = _dvc(project, "repro")
     assert _ran_stages(second) == []

@@ -10,6 +10,8 @@ from assets.quality import CHECK_NAMES
 from orchestration.config import ConfigError, load_config
 from orchestration.dataset_assets import build_dataset_assets, raw_data_versions
 from orchestration.definitions import build_definitions
+from orchestration.runner import failure_message
+from assets.versions import read_pointer
 from pipeline_config import DEMO_DATASETS, TINY_TRAINING, write_config
 
 
@@ -76,9 +78,14 @@ def test_failed_blocking_check_stops_downstream_assets(tiny_world, tmp_path):
         return None
 
     result = _materialize_partition(config, "demo_h36m", [downstream], raise_on_error=False)
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert "bone_lengths" in failed
+    assert not result.success
+    message = failure_message(result)
+    assert "blocking checks failed" in message and "bone_lengths" in message and "metres instead of mm?" in message
+    assert not result.asset_materializations_for_node("dataset")
     assert not result.asset_materializations_for_node("downstream")
+    # the refused version was discarded before anything could read it
+    assert read_pointer(config.dataset_store_path("demo_h36m")) is None
+    assert not list(config.dataset_store_path("demo_h36m").glob("*.zarr"))
 
 
 def test_raw_source_asset_versions_change_only_for_the_edited_dataset(tiny_world, tmp_path):

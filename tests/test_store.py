@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import socket
@@ -8,7 +9,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from assets.store import StoreSchemaError, StoreWriter, fingerprint_paths, open_store, staging_path, write_store
+import zarr
+
+from assets.store import (StoreCorruptionError, StoreSchemaError, StoreWriter, fingerprint_paths, missing_chunk_files,
+                          open_store, write_store)
+from assets.versions import (POINTER, WRITING_MARK, PointerError, collect_garbage, garbage, published_data_version,
+                             resolve)
 
 
 def make_arrays(n=12, joints=17, size=16, seed=0):
@@ -55,6 +61,10 @@ def test_images_are_chunked_one_example_per_chunk(tmp_path):
     assert store.group.metadata.zarr_format == 3
 
 
+def files_under(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda a: a.update(pose3d=a["pose3d"][:, :16]), "'pose3d' has shape"),
     (lambda a: a.update(image=a["image"].astype(np.float32)), "'image' has dtype"),
@@ -65,39 +75,72 @@ def test_schema_errors_name_the_array(tmp_path, mutate, message):
     arrays, attrs = make_arrays()
     mutate(arrays)
     with pytest.raises(StoreSchemaError, match=message):
-        write_store(tmp_path / "toy.zarr", arrays, attrs)
-    assert not any(tmp_path.iterdir()), "a rejected write must leave nothing behind"
+        write_store(tmp_path / "toy", arrays, attrs)
+    assert files_under(tmp_path) == [], "a rejected write must leave nothing behind"
 
 
 def test_rejected_write_keeps_the_previous_store(tmp_path):
     arrays, attrs = make_arrays()
-    path = write_store(tmp_path / "toy.zarr", arrays, attrs)
+    location = tmp_path / "toy"
+    first = write_store(location, arrays, attrs)
     bad = dict(arrays, intrinsics=np.full((12, 3, 3), np.nan, np.float32))
     with pytest.raises(StoreSchemaError, match="intrinsics"):
-        write_store(path, bad, attrs)
-    np.testing.assert_array_equal(open_store(path).load("intrinsics"), arrays["intrinsics"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]
+        write_store(location, bad, attrs)
+    np.testing.assert_array_equal(open_store(location).load("intrinsics"), arrays["intrinsics"])
+    assert sorted(p.name for p in location.iterdir()) == sorted([first.name, POINTER])
 
 
-def test_exception_inside_writer_discards_the_temporary_store(tmp_path):
+def test_refused_gate_keeps_the_previous_version_current(tmp_path):
+    arrays, attrs = make_arrays()
+    location = tmp_path / "toy"
+    first = write_store(location, arrays, attrs, data_version="good")
+    seen = []
+
+    def refuse(staged):
+        seen.append(open_store(staged).load("frame"))  # the gate reads the finished, unpublished version
+        raise RuntimeError("blocking check failed")
+
+    with pytest.raises(RuntimeError, match="blocking check failed"):
+        write_store(location, *make_arrays(seed=5), data_version="bad", gate=refuse)
+    np.testing.assert_array_equal(seen[0], arrays["frame"])
+    assert resolve(location) == first and published_data_version(location) == "good"
+    assert sorted(p.name for p in location.iterdir()) == sorted([first.name, POINTER])
+
+
+def test_exception_inside_writer_discards_the_new_version(tmp_path):
     arrays, attrs = make_arrays()
     with pytest.raises(RuntimeError):
-        with StoreWriter(tmp_path / "toy.zarr", 12, attrs) as writer:
+        with StoreWriter(tmp_path / "toy", 12, attrs) as writer:
             writer.write(0, image=arrays["image"][:4])
             raise RuntimeError("converter crashed")
-    assert not any(tmp_path.iterdir())
+    assert files_under(tmp_path) == []
+
+
+def test_failure_while_creating_the_writer_leaves_nothing(tmp_path, monkeypatch):
+    arrays, attrs = make_arrays()
+    real_open_group = zarr.open_group
+
+    def broken_open_group(*args, **kwargs):
+        group = real_open_group(*args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zarr, "open_group", broken_open_group)
+    with pytest.raises(OSError, match="disk full"):
+        StoreWriter(tmp_path / "toy", 12, attrs)
+    assert files_under(tmp_path) == []
 
 
 def test_write_killed_half_way_leaves_the_old_store_readable(tmp_path):
     arrays, attrs = make_arrays()
-    path = write_store(tmp_path / "toy.zarr", arrays, attrs)
+    location = tmp_path / "toy"
+    first = write_store(location, arrays, attrs)
     script = textwrap.dedent(f"""
         import sys, time, numpy as np
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_store import make_arrays
         from assets.store import StoreWriter
         arrays, attrs = make_arrays(seed=1)
-        writer = StoreWriter({str(path)!r}, 12, attrs)
+        writer = StoreWriter({str(location)!r}, 12, attrs)
         writer.write(0, image=arrays["image"][:6], pose3d=arrays["pose3d"][:6])
         print("half-way", flush=True)
         time.sleep(60)
@@ -108,52 +151,89 @@ def test_write_killed_half_way_leaves_the_old_store_readable(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    store = open_store(path)
+    store = open_store(location)
     np.testing.assert_array_equal(store.load("image"), arrays["image"])
     assert store.attrs["counts"]["train"] == 9
-    # the killed writer could not delete its half-built folder; the next write of the path does
-    assert len(list(tmp_path.glob("toy.zarr.tmp-*"))) == 1
-    write_store(path, *make_arrays(seed=2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]
+    # the killed writer could not delete its half-built version; the next write at the location does
+    assert len(list(location.glob(f"*{WRITING_MARK}"))) == 1
+    second = write_store(location, *make_arrays(seed=2))
+    assert sorted(p.name for p in location.iterdir()) == sorted([first.name, second.name, POINTER])
 
 
-def test_staging_keeps_folders_of_live_writers_and_other_hosts(tmp_path):
-    final = tmp_path / "toy.zarr"
-    host = socket.gethostname()
-    live = tmp_path / f"toy.zarr.tmp-{host}-{os.getpid()}-0000aaaa"
-    elsewhere = tmp_path / "toy.zarr.tmp-another-host-1-0000bbbb"
-    unknown_owner = tmp_path / "toy.zarr.tmp-0000cccc"  # written before names carried host and pid
-    other_path = tmp_path / f"other.zarr.tmp-{host}-999999999-0000dddd"
-    for folder in (live, elsewhere, unknown_owner, other_path):
-        folder.mkdir()
-    staging = staging_path(final)
-    assert staging.parent == tmp_path and staging.name.startswith(f"toy.zarr.tmp-{host}-{os.getpid()}-")
-    assert all(folder.exists() for folder in (live, elsewhere, unknown_owner, other_path))
-
-
-def test_failed_swap_puts_the_previous_store_back(tmp_path, monkeypatch):
+def test_versions_of_live_writers_and_other_hosts_are_kept(tmp_path):
     arrays, attrs = make_arrays()
-    path = write_store(tmp_path / "toy.zarr", arrays, attrs)
-    real_replace = os.replace
-
-    def fail_on_the_new_store(source, target):
-        if str(target) == str(path) and ".tmp-" in str(source):
-            raise OSError("disk full")
-        real_replace(source, target)
-
-    monkeypatch.setattr(os, "replace", fail_on_the_new_store)
-    with pytest.raises(OSError, match="disk full"):
-        write_store(path, *make_arrays(seed=3))
-    monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]  # back in place before any reader looks
-    np.testing.assert_array_equal(open_store(path).load("frame"), arrays["frame"])
+    location = tmp_path / "toy"
+    write_store(location, arrays, attrs)
+    owners = {"live": (socket.gethostname(), os.getpid()), "elsewhere": ("another-host", 1),
+              "dead": (socket.gethostname(), 999_999_999)}
+    for name, (host, pid) in owners.items():
+        (location / f"{name}.zarr").mkdir()
+        (location / f"{name}.zarr{WRITING_MARK}").write_text(json.dumps({"host": host, "pid": pid}))
+    assert garbage(location) == sorted([location / "dead.zarr", location / f"dead.zarr{WRITING_MARK}"])
+    write_store(location, *make_arrays(seed=3))
+    assert (location / "live.zarr").exists() and (location / "elsewhere.zarr").exists()
+    assert not (location / "dead.zarr").exists()
 
 
-def test_swap_interrupted_between_renames_is_recovered(tmp_path):
+def test_publishing_keeps_current_and_previous_and_gc_removes_the_rest(tmp_path):
+    location = tmp_path / "toy"
+    versions = [write_store(location, *make_arrays(seed=s)) for s in range(3)]
+    assert sorted(p.name for p in location.iterdir()) == sorted([versions[1].name, versions[2].name, POINTER])
+    stray = location / "stray.zarr"
+    stray.mkdir()
+    assert collect_garbage(tmp_path, dry_run=True) == [stray] and stray.exists()
+    assert collect_garbage(tmp_path) == [stray] and not stray.exists()
+    np.testing.assert_array_equal(open_store(location).load("frame"), make_arrays(seed=2)[0]["frame"])
+
+
+def test_a_garbage_pointer_is_a_clear_error(tmp_path):
+    location = tmp_path / "toy"
+    write_store(location, *make_arrays())
+    (location / POINTER).write_text("{not json")
+    with pytest.raises(PointerError, match="current.json: not a valid artifact pointer"):
+        open_store(location)
+    assert published_data_version(location) is None  # so the stage counts as stale and is rewritten
+    write_store(location, *make_arrays(seed=1))
+    np.testing.assert_array_equal(open_store(location).load("frame"), make_arrays(seed=1)[0]["frame"])
+
+
+def test_flipped_bytes_in_a_chunk_are_detected_on_read(tmp_path):
     arrays, attrs = make_arrays()
-    path = write_store(tmp_path / "toy.zarr", arrays, attrs)
-    os.replace(path, tmp_path / "toy.zarr.old-deadbeef")  # the state right after the first rename
-    np.testing.assert_array_equal(open_store(path).load("frame"), arrays["frame"])
+    path = write_store(tmp_path / "toy", arrays, attrs)
+    chunk = path / "pose3d" / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    for i in range(8, 72):
+        data[i % len(data)] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    store = open_store(path)
+    with pytest.raises(StoreCorruptionError, match=r"store .*toy.*array 'pose3d', example 3 \(chunk 0\).*checksum"):
+        store["pose3d"][3]
+    with pytest.raises(StoreCorruptionError, match="array 'pose3d'"):
+        store.verify()
+
+
+def test_a_missing_image_shard_is_detected_on_open(tmp_path):
+    arrays, attrs = make_arrays()
+    path = write_store(tmp_path / "toy", arrays, attrs)
+    (path / "image" / "c" / "0" / "0" / "0" / "0").unlink()
+    with pytest.raises(StoreCorruptionError, match=r"array 'image' lacks 1 chunk file\(s\) \(image/c/0/0/0/0\)"):
+        open_store(path)
+
+
+def test_all_fill_value_chunks_are_still_written(tmp_path):
+    arrays, attrs = make_arrays()
+    arrays["image"][:] = 0
+    arrays["pose3d"][:] = np.nan  # a 2D-only dataset: every pose3d chunk equals the fill value
+    store = open_store(write_store(tmp_path / "toy", arrays, attrs))
+    assert all(missing_chunk_files(store.group, name) == [] for name in store.array_names)
+    assert store.verify() > 0
+
+
+def test_garbage_metadata_names_the_store(tmp_path):
+    path = write_store(tmp_path / "toy", *make_arrays())
+    (path / "zarr.json").write_text("garbage")
+    with pytest.raises(StoreCorruptionError, match=r"store .*toy.*metadata unreadable"):
+        open_store(path)
 
 
 def test_fingerprint_tracks_content_and_names(tmp_path):
@@ -171,5 +251,5 @@ def test_fingerprint_tracks_content_and_names(tmp_path):
 
 
 def test_opening_a_missing_store_says_what_was_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="zarr.json"):
-        open_store(tmp_path / "nothing.zarr")
+    with pytest.raises(FileNotFoundError, match="nothing published there.*current.json.*zarr.json"):
+        open_store(tmp_path / "nothing")

@@ -158,8 +158,14 @@ def convert(
     dataset_name: str | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     progress: Callable[[str], None] | None = None,
+    data_version: str | None = None,
+    gate: Callable[[Path], None] | None = None,
 ) -> ConversionResult:
-    """Parse ``raw_root`` with ``converter`` and write the canonical store to ``out_path`` atomically."""
+    """Parse ``raw_root`` with ``converter`` and publish a new version of the canonical store at ``out_path``.
+
+    ``gate`` sees the finished, unpublished version and raises to refuse it (e.g. failed blocking
+    checks): the version is discarded and the previous one stays current.
+    """
     started = time.perf_counter()
     report = progress or log.info
     raw_root = Path(raw_root)
@@ -198,7 +204,8 @@ def convert(
     }
     report(f"{attrs['dataset']}: {len(examples)} examples parsed from {raw_root}")
     optional = ("confidence2d",) if has_confidence else ()
-    with StoreWriter(out_path, len(examples), attrs, optional_arrays=optional) as writer:
+    with StoreWriter(out_path, len(examples), attrs, optional_arrays=optional,
+                     data_version=data_version) as writer:
         for start in range(0, len(examples), _WRITE_BATCH):
             batch = examples[start:start + _WRITE_BATCH]
             crops = [canonical_crop(ex, load_image(ex.image_path), image_size) for ex in batch]
@@ -215,7 +222,7 @@ def convert(
             if done == len(examples) or (done // _WRITE_BATCH) % 8 == 0:
                 report(f"{attrs['dataset']}: {done}/{len(examples)} examples "
                        f"({time.perf_counter() - started:.1f} s)")
-        path = writer.commit()
+        path = writer.commit(gate)
         counts = dict(writer.attrs["counts"])
     seconds = time.perf_counter() - started
     report(f"{attrs['dataset']}: wrote {path} in {seconds:.1f} s ({counts})")

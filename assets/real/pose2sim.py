@@ -34,7 +34,7 @@ from assets.real.cache import (
     sha256_file,
 )
 from assets.real.qca import QcaCamera, read_qca
-from assets.store import staging_path, swap_into_place
+from assets.folder_swap import staging_path, swap_into_place
 from assets.triangulation import estimate_frame_offsets
 
 LAYOUT_VERSION = 1

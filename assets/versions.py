@@ -1,0 +1,252 @@
+"""Artifacts written once and published by a pointer written last.
+
+An artifact location (e.g. ``data/stores/dataset/demo_h36m``) is a folder of immutable versions and one
+small pointer naming the version readers get::
+
+    <location>/<version>.zarr            a version: written, checked, then never modified
+    <location>/<version>.zarr.writing    exists while its writer runs (host, pid): an unpublished version
+    <location>/current.json              the pointer: current version, its data version, the previous version
+
+Publishing is one atomic replace of ``current.json`` (one PUT on an object store), so a writer that dies
+or fails its checks leaves the previous version current, a reader never sees a half-written version, and
+no folder is ever renamed. The current and the previous version are kept (a reader that opened the
+previous one can finish); older versions, and versions of writers that died, are removed by the next
+publish at the same location or by ``collect_garbage`` (``dozens gc``).
+"""
+
+import json
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+POINTER = "current.json"
+WRITING_MARK = ".writing"
+_POINTER_TMP_MARK = ".tmp-"
+
+
+class NotPublishedError(FileNotFoundError):
+    """Nothing has been published at an artifact location yet."""
+
+
+class PointerError(ValueError):
+    """An artifact pointer is unreadable or names a version that is not there."""
+
+
+@dataclass(frozen=True)
+class Published:
+    location: Path
+    version: str
+    data_version: str | None
+    previous: str | None
+    published: str
+
+    @property
+    def path(self) -> Path:
+        return self.location / self.version
+
+
+def read_pointer(location) -> Published | None:
+    """The published version at ``location``, or None when nothing was published there."""
+    location = Path(location)
+    pointer = location / POINTER
+    try:
+        text = pointer.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(text)
+        published = Published(location, str(record["version"]), record.get("data_version"),
+                              record.get("previous"), str(record.get("published", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PointerError(f"{pointer}: not a valid artifact pointer ({type(exc).__name__}: {exc}); expected JSON "
+                           f"with a 'version' field. Delete it and re-run the stage (or `dozens verify`)") from None
+    if "/" in published.version or published.version in ("", ".", ".."):
+        raise PointerError(f"{pointer}: field 'version' is {published.version!r}; expected a folder name in "
+                           f"{location}")
+    return published
+
+
+def resolve(location) -> Path:
+    """The current version's path; NotPublishedError if there is none."""
+    published = read_pointer(location)
+    if published is None:
+        raise NotPublishedError(f"nothing published at {location} (no {POINTER}): run the stage that writes it")
+    if not published.path.exists():
+        raise PointerError(f"{location / POINTER} names version {published.version!r}, which is not in {location}; "
+                           f"the artifact was damaged: re-run the stage that writes it")
+    return published.path
+
+
+def published_data_version(location) -> str | None:
+    """Data version of what is published at ``location`` (None: nothing, or an unreadable pointer)."""
+    try:
+        published = read_pointer(location)
+    except PointerError:
+        return None
+    return published.data_version if published is not None and published.path.exists() else None
+
+
+class VersionWriter:
+    """A new version at ``location``; ``publish()`` makes it current. Leaving the block unpublished discards it.
+
+    ``path`` is where the caller writes the version (a folder or a file, as ``suffix`` says).
+    """
+
+    def __init__(self, location, data_version: str | None = None, suffix: str = ".zarr"):
+        self.location = Path(location)
+        self.data_version = data_version
+        self.location.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers(self.location)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self.name = f"{stamp}-{(data_version or 'unversioned')[:12]}-{uuid.uuid4().hex[:8]}{suffix}"
+        self.path = self.location / self.name
+        # the mark exists before the version does, so a concurrent prune never takes a version being written
+        self._mark = self.location / (self.name + WRITING_MARK)
+        self._mark.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        self.published = False
+
+    def publish(self) -> Path:
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: nothing was written, so nothing can be published")
+        current = read_pointer_or_none(self.location)
+        record = {"version": self.name, "data_version": self.data_version,
+                  "previous": current.version if current is not None else None,
+                  "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_file_atomically(self.location / POINTER, json.dumps(record, indent=1).encode())
+        self.published = True
+        self._mark.unlink(missing_ok=True)
+        prune(self.location)
+        return self.path
+
+    def discard(self) -> None:
+        _remove(self.path)
+        self._mark.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.published:
+            self.discard()
+        return False
+
+
+def read_pointer_or_none(location) -> Published | None:
+    """Like read_pointer, but an unreadable pointer counts as none (a writer replaces it)."""
+    try:
+        return read_pointer(location)
+    except PointerError:
+        return None
+
+
+def write_file_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{_POINTER_TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def garbage(location) -> list[Path]:
+    """What ``prune`` would remove at ``location``: versions the pointer does not reference, not being written."""
+    location = Path(location)
+    if not location.is_dir():
+        return []
+    current = read_pointer_or_none(location)
+    keep = {POINTER} | ({current.version, current.previous} if current is not None else set())
+    marks = {p.name[:-len(WRITING_MARK)]: p for p in location.glob(f"*{WRITING_MARK}")}
+    removable = []
+    for entry in sorted(location.iterdir()):
+        name = entry.name
+        if name in keep or name.endswith(WRITING_MARK):
+            if name.endswith(WRITING_MARK) and name[:-len(WRITING_MARK)] in keep:
+                removable.append(entry)  # a writer that died after publishing: its version is current
+            continue
+        if _POINTER_TMP_MARK in name and name.startswith(POINTER):
+            if not _owner_alive(name.rsplit(_POINTER_TMP_MARK, 1)[1]):
+                removable.append(entry)
+            continue
+        mark = marks.get(name)
+        if mark is not None and _writer_alive(mark):
+            continue
+        removable.append(entry)
+        if mark is not None:
+            removable.append(mark)
+    orphan_marks = [m for n, m in marks.items() if not (location / n).exists() and not _writer_alive(m)]
+    return sorted(set(removable) | set(orphan_marks))
+
+
+def prune(location) -> list[Path]:
+    removed = garbage(location)
+    for path in removed:
+        _remove(path)
+    return removed
+
+
+def collect_garbage(root, *, dry_run: bool = False) -> list[Path]:
+    """``prune`` every artifact location under ``root`` (folders holding a pointer or version marks)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    locations = sorted({p.parent for p in root.rglob(POINTER)} | {p.parent for p in root.rglob(f"*{WRITING_MARK}")})
+    found = [path for location in locations for path in garbage(location)]
+    if not dry_run:
+        for path in found:
+            _remove(path)
+    return found
+
+
+def _remove_dead_writers(location: Path) -> None:
+    for mark in location.glob(f"*{WRITING_MARK}"):
+        if not _writer_alive(mark):
+            _remove(location / mark.name[:-len(WRITING_MARK)])
+            mark.unlink(missing_ok=True)
+
+
+def _writer_alive(mark: Path) -> bool:
+    """True unless the mark's writer is known to be gone: same host, process no longer exists."""
+    try:
+        owner = json.loads(mark.read_text())
+        host, pid = owner["host"], int(owner["pid"])
+    except FileNotFoundError:
+        return True  # published (or discarded) just now
+    except (ValueError, KeyError, TypeError):
+        return False  # a mark cut short by a kill
+    return host != socket.gethostname() or process_exists(pid)
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.rpartition("-")  # "<host>-<pid>-<hex>"
+    host, _, pid = host.rpartition("-")
+    if not pid.isdigit():
+        return False
+    return host != socket.gethostname() or process_exists(int(pid))
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
