@@ -53,6 +53,7 @@ from torch import nn
 
 from assets.skeletons import mirror_name
 from model.acae_init import chiral_blocks, principal_affine_weights
+from model.checkpoints import load_checked, model_file_kind, reading_contents
 from model.persistence import save_torch_atomic
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ _INIT_RANGE = (-0.1, 1.0)
 _MIN_DEPTH_MM = 1.0
 _FORMAT_TAG = "dozens.acae"
 _FORMAT_VERSION = 1
+ACAE_FILE = model_file_kind("an ACAE file", _FORMAT_TAG, _FORMAT_VERSION)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -451,21 +453,20 @@ class ACAE:
 
     @classmethod
     def load(cls, path) -> "ACAE":
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT_TAG:
-            raise ValueError(f"{path}: not an ACAE file (missing format tag {_FORMAT_TAG!r})")
-        if payload.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{path}: ACAE file version {payload.get('version')} is not supported (expected {_FORMAT_VERSION})")
-        config = json.loads(payload["config"])
-        return cls(
-            payload["encoder_weights"],
-            payload["decoder_weights"],
-            config["joint_names"],
-            config["joint_sides"],
-            config["latent_sides"],
-            config["info"],
-            config["imputation_rounds"],
-        )
+        """Raises ``CheckpointError`` (a ``ValueError``) for a damaged file, one of another kind, or
+        non-finite weights."""
+        payload = load_checked(path, ACAE_FILE)
+        with reading_contents(path, ACAE_FILE):
+            config = json.loads(payload["config"])
+            return cls(
+                payload["encoder_weights"],
+                payload["decoder_weights"],
+                config["joint_names"],
+                config["joint_sides"],
+                config["latent_sides"],
+                config["info"],
+                config["imputation_rounds"],
+            )
 
     def __repr__(self) -> str:
         kind = "chiral" if self.chiral else "non-chiral"

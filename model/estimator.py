@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.checkpoints import load_checked, model_file_kind, reading_contents
 from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices, split_union_joint_name
 from model.persistence import save_torch_atomic
 
 MODES = ("separate", "consistency", "latent", "hybrid")
 _FORMAT_TAG = "dozens.pose_estimator"
 _FORMAT_VERSION = 1
+ESTIMATOR_FILE = model_file_kind("a dozens pose estimator file", _FORMAT_TAG, _FORMAT_VERSION)
 
 
 def latent_point_names(latent_sides) -> tuple[str, ...]:
@@ -99,20 +101,16 @@ class PoseEstimator(torch.nn.Module):
 
     @classmethod
     def load(cls, path, map_location: str | torch.device = "cpu") -> "PoseEstimator":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no pose estimator at {path}")
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT_TAG:
-            raise ValueError(f"{path}: not a dozens pose estimator file (missing format tag {_FORMAT_TAG!r})")
-        if payload.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{path}: estimator file version {payload.get('version')} is not supported")
-        network = MetrabsModel(MetrabsConfig.from_dict(json.loads(payload["network_config"])))
-        state = payload["state_dict"]
-        decoder = state.get("decoder")
-        estimator = cls(network, payload["mode"], json.loads(payload["joint_names"]),
-                        decoder.numpy() if decoder is not None and decoder.numel() else None)
-        estimator.load_state_dict(state)
+        """Raises ``CheckpointError`` (a ``ValueError``) for a damaged file, one of another kind, or
+        non-finite weights."""
+        payload = load_checked(path, ESTIMATOR_FILE, map_location)
+        with reading_contents(path, ESTIMATOR_FILE):
+            network = MetrabsModel(MetrabsConfig.from_dict(json.loads(payload["network_config"])))
+            state = payload["state_dict"]
+            decoder = state.get("decoder")
+            estimator = cls(network, payload["mode"], json.loads(payload["joint_names"]),
+                            decoder.cpu().numpy() if decoder is not None and decoder.numel() else None)
+            estimator.load_state_dict(state)
         return estimator.to(map_location)
 
 

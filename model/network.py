@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from assets.skeletons import get_skeleton, known_skeletons, mirror_name
+from model.checkpoints import FileKind, load_checked, model_file_kind, reading_contents
 from model.heads import MetrabsHead
 from model.persistence import save_torch_atomic
 from model.reconstruction import (
@@ -45,6 +46,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _FORMAT_TAG = "dozens.metrabs"
 _FORMAT_VERSION = 1
+METRABS_FILE = model_file_kind("a MeTRAbs model file", _FORMAT_TAG, _FORMAT_VERSION)
+BACKBONE_WEIGHTS_FILE = FileKind("a state dict of backbone weights", None, None,
+                                 "Download the weights again or pass another file.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,9 +312,7 @@ def build_backbone(name: str = "small_cnn", *, stride: int = 16, weights: str | 
 
 
 def _load_checkpoint(module: nn.Module, path: str | os.PathLike, ignored_prefixes: tuple[str, ...]) -> None:
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"weights {path}: expected a state dict, got {type(state).__name__}")
+    state = load_checked(path, BACKBONE_WEIGHTS_FILE)
     state = {k: v for k, v in state.items() if not k.startswith(ignored_prefixes)}
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -541,13 +543,10 @@ class MetrabsModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MetrabsModel:
-        payload = torch.load(Path(path), map_location=map_location, weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT_TAG:
-            raise ValueError(f"{path}: not a MeTRAbs model file (missing format tag {_FORMAT_TAG!r})")
-        if payload.get("version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: model file version {payload.get('version')} is not supported (expected {_FORMAT_VERSION})"
-            )
-        model = cls(MetrabsConfig.from_dict(json.loads(payload["config"])))
-        model.load_state_dict(payload["state_dict"])
+        """Raises ``CheckpointError`` (a ``ValueError``) for a damaged file, one of another kind, or
+        non-finite weights."""
+        payload = load_checked(path, METRABS_FILE, map_location)
+        with reading_contents(path, METRABS_FILE):
+            model = cls(MetrabsConfig.from_dict(json.loads(payload["config"])))
+            model.load_state_dict(payload["state_dict"])
         return model.to(map_location)

@@ -9,6 +9,10 @@
 The loop checkpoints every ``checkpoint_every`` steps (atomically) and resumes from the last checkpoint,
 seeing exactly the batches an uninterrupted run would have seen. CUDA is used with bf16 autocast when
 present; the same code runs on the CPU.
+
+A damaged or foreign checkpoint raises ``CheckpointError`` rather than being trained on; a loss, gradient
+or weight that becomes NaN, infinite or absurdly large raises ``TrainingDivergedError`` before anything
+non-finite is written, so the last good checkpoint survives and no broken ``model.pt`` appears.
 """
 
 import json
@@ -24,6 +28,7 @@ import torch
 from torch import Tensor
 
 from assets.store import open_store
+from model.checkpoints import FileKind, listed, load_checked, non_finite_entries
 from model.data import MultiDatasetBatches, Source
 from model.estimator import MODES, PoseEstimator, latent_point_names
 from model.losses import LossSettings, combined_loss, consistency_loss, loss_2d_batch, loss_3d_batch
@@ -35,6 +40,17 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
+CHECKPOINT_KIND = FileKind("a training checkpoint", "dozens.training_checkpoint", 1,
+                           "Delete it to start the run from scratch.")
+# Every loss term is an L1 error in metres of people in a 2.2 m box at most tens of metres from the camera,
+# so even an untrained network's loss is metres (thousands for a degenerate depth solve); a thousand
+# kilometres only comes from weights that are running away, and stopping there names the step it began
+# rather than the later one where float32 overflows into inf/NaN.
+EXPLODED_LOSS_METRES = 1e6
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss, a gradient or a weight became non-finite or exploded; nothing of it was saved."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +255,7 @@ def train(
     start_step, history = 0, []
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        checkpoint = load_checked(checkpoint_path, CHECKPOINT_KIND, map_location=device)
         if checkpoint.get("fingerprint") == fingerprint:
             estimator.load_state_dict(checkpoint["estimator"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -278,11 +294,14 @@ def train(
         terms = objective(out, part3d, part2d, step)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(estimator.parameters(), 10.0)
+        gradient_norm = torch.nn.utils.clip_grad_norm_(estimator.parameters(), 10.0)
+        # checked before the update, so the weights (and any later checkpoint) stay those of the last good step
+        losses = {k: float(v.detach()) for k, v in terms.items()}
+        _stop_if_diverged(losses, float(gradient_norm), step + 1, config.steps, checkpoint_path)
         optimizer.step()
         step += 1
         images_seen += len(images)
-        window.append({k: float(v.detach()) for k, v in terms.items()})
+        window.append(losses)
         if step % config.log_every == 0 or step == config.steps:
             mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
@@ -291,12 +310,47 @@ def train(
             report(f"step {step}/{config.steps}  loss {mean['total']:.4f}  {rate:.0f} img/s on {device}")
             window = []
         if step % config.checkpoint_every == 0 or step == config.steps:
-            save_torch_atomic({"step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
-                          "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
+            _stop_if_weights_not_finite(estimator, optimizer, step, config.steps, checkpoint_path)
+            save_torch_atomic({"format": CHECKPOINT_KIND.format_tag, "version": CHECKPOINT_KIND.version,
+                               "step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
+                               "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
     seconds = time.perf_counter() - started
     rate = images_seen / max(seconds, 1e-9)
     if step >= config.steps:
+        _stop_if_weights_not_finite(estimator, optimizer, step, config.steps, checkpoint_path)
         estimator.save(out_dir / MODEL_FILE)
         (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
     return TrainingResult(model_path=out_dir / MODEL_FILE, steps=step, resumed_from=resumed_from, history=history,
                           images_per_second=rate, device=str(device), seconds=seconds)
+
+
+def _stop_if_diverged(losses: dict[str, float], gradient_norm: float, step: int, steps: int, checkpoint_path: Path):
+    total = losses["total"]
+    if math.isfinite(total) and math.isfinite(gradient_norm) and abs(total) <= EXPLODED_LOSS_METRES:
+        return
+    if not math.isfinite(total):
+        problem = "the loss is not finite"
+    elif abs(total) > EXPLODED_LOSS_METRES:
+        problem = f"the loss exploded beyond {EXPLODED_LOSS_METRES:g} m"
+    else:
+        problem = "the gradient is not finite"
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+    raise TrainingDivergedError(
+        f"training diverged at step {step}/{steps}: {problem} (loss terms in m: {terms}; gradient norm "
+        f"{gradient_norm:.4g}). {_after_divergence(checkpoint_path)}"
+    )
+
+
+def _stop_if_weights_not_finite(estimator: PoseEstimator, optimizer: torch.optim.Optimizer, step: int, steps: int,
+                                checkpoint_path: Path):
+    broken = non_finite_entries({"estimator": estimator.state_dict(), "optimizer": optimizer.state_dict()["state"]})
+    if broken:
+        raise TrainingDivergedError(f"training diverged by step {step}/{steps}: NaN or infinite values in "
+                                    f"{listed(broken)}. {_after_divergence(checkpoint_path)}")
+
+
+def _after_divergence(checkpoint_path: Path) -> str:
+    kept = f"{checkpoint_path} is left as it was" if checkpoint_path.exists() else "no checkpoint was written"
+    # resuming would only repeat the same steps: the remedy changes the settings or data, which starts a new run
+    return (f"Nothing of the diverged weights was saved ({kept}). Lower the learning rate or check the "
+            "training labels for absurd values, then train again.")

@@ -25,6 +25,14 @@ CELLS = S // STRIDE
 SHARP = 1e4  # logit gap that makes float32 softmax exactly one-hot
 
 
+def assert_close_at_scale(actual, expected, *, rtol: float, atol: float = 0.0):
+    """``assert_close`` up to ``rtol`` of the largest magnitude compared (plus ``atol``), not of each element:
+    float32 rounding in the sums and solves behind every element is relative to that scale, and it differs
+    between CPUs (vector widths, summation orders), so a near-zero element is no more exact than a large one."""
+    scale = float(torch.as_tensor(expected).abs().max())
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol + rtol * scale)
+
+
 def axis_logits(position: torch.Tensor, size: int) -> torch.Tensor:
     """Logits [..., size] whose softmax puts weight on the two cells around a fractional cell
     ``position``, so the expectation is exactly that position."""
@@ -65,13 +73,13 @@ def test_one_hot_heatmaps_decode_to_cell_centres_of_the_pixel_grid():
     coords2d, coords3d = make_head(joints).decode(head_logits(cells2d, cells3d))
 
     # cell i covers pixels 16 i … 16 i + 15, whose centre is 16 i + 7.5 (pixel centres at integers)
-    torch.testing.assert_close(coords2d[0], cells2d[0] * STRIDE + (STRIDE - 1) / 2, atol=1e-5, rtol=0)
+    assert_close_at_scale(coords2d[0], cells2d[0] * STRIDE + (STRIDE - 1) / 2, rtol=1e-5)
     # symmetric about the crop centre (S - 1) / 2
     torch.testing.assert_close(coords2d.aminmax(), (torch.tensor(7.5), torch.tensor(S - 1 - 7.5)))
     expected_xy = (cells2d[0] * STRIDE + (STRIDE - 1) / 2 - (S - 1) / 2) * BOX / S
     expected_z = (cells3d[0, :, 2] / (DEPTH - 1) - 0.5) * BOX
-    torch.testing.assert_close(coords3d[0, :, :2], expected_xy, atol=1e-3, rtol=0)
-    torch.testing.assert_close(coords3d[0, :, 2], expected_z, atol=1e-3, rtol=0)
+    assert_close_at_scale(coords3d[0, :, :2], expected_xy, rtol=1e-5)
+    assert_close_at_scale(coords3d[0, :, 2], expected_z, rtol=1e-5)
 
 
 def test_heatmaps_decode_a_known_pose_exactly():
@@ -88,8 +96,8 @@ def test_heatmaps_decode_a_known_pose_exactly():
     cells3d_z = (pose3d[..., 2:] / BOX + 0.5) * (DEPTH - 1)
     coords2d, coords3d = make_head(joints).decode(head_logits(cells2d, torch.cat([cells3d_xy, cells3d_z], -1)))
 
-    torch.testing.assert_close(coords2d, pixels, atol=1e-3, rtol=0)
-    torch.testing.assert_close(coords3d, pose3d, atol=0.05, rtol=0)  # mm; float32 softmax rounding
+    assert_close_at_scale(coords2d, pixels, rtol=1e-5)
+    assert_close_at_scale(coords3d, pose3d, rtol=5e-5)  # float32 softmax rounding over the depth cells
 
 
 def test_soft_argmax_is_the_expectation_over_linspace_coordinates():
@@ -289,8 +297,11 @@ def test_flip_test_time_augmentation_is_flip_equivariant(model):
     crops, K = images(3), camera(3)
     on_flipped = model.predict(crops.flip(2), flip_intrinsics(K, S), flip_test=True)
     mirrored = mirror_outputs(model.predict(crops, K, flip_test=True), model)
-    for key, tolerance in [("coords2d", 1e-4), ("coords3d_rel", 1e-3), ("coords3d_abs", 1e-2)]:
-        torch.testing.assert_close(on_flipped[key], mirrored[key], atol=tolerance, rtol=0)
+    # the absolute pose comes from a least-squares solve that amplifies float32 rounding by its condition:
+    # an untrained net's 2D joints crowd the crop centre, which leaves the depth poorly determined (its
+    # error reaches about 1e-4 of the coordinates on some CPUs), while the mirrored heatmap outputs are exact
+    for key, rtol in [("coords2d", 1e-5), ("coords3d_rel", 1e-5), ("coords3d_abs", 1e-3)]:
+        assert_close_at_scale(on_flipped[key], mirrored[key], rtol=rtol)
     # the augmentation changes the prediction (an untrained net is far from flip-equivariant)
     plain = model.predict(crops, K)
     assert (plain["coords3d_rel"] - mirror_outputs(model.predict(crops, K), model)["coords3d_rel"]).abs().max() > 1
@@ -304,8 +315,8 @@ def test_predict_uses_eval_mode_and_restores_the_training_flag(config):
     assert net.training
     together = net.predict(crops, K)
     # BatchNorm with batch statistics would make the first example's result depend on the second
-    torch.testing.assert_close(together["coords2d"][:1], single["coords2d"], atol=1e-3, rtol=0)
-    torch.testing.assert_close(together["coords3d_rel"][:1], single["coords3d_rel"], atol=1e-2, rtol=0)
+    assert_close_at_scale(together["coords2d"][:1], single["coords2d"], rtol=1e-4)
+    assert_close_at_scale(together["coords3d_rel"][:1], single["coords3d_rel"], rtol=1e-4)
     assert not together["coords3d_abs"].requires_grad
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from assets.versions import published_data_version
 from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
@@ -92,3 +93,27 @@ def test_a_multiview_change_reaches_its_pseudo_gt(pipeline):
     detections.write_text(detections.read_text().replace('"frames"', '"frames" ', 1))
     outcomes = run_pipeline(config, instance, only={"dataset", "pseudo_gt"}, report=lambda _: None)
     assert _labels(outcomes, "ran") == ["dataset[demo_multiview2d]", "pseudo_gt[demo_multiview2d]"]
+
+
+def test_a_dataset_failing_its_checks_fails_every_run_and_reaches_nothing(pipeline):
+    config, instance, raw, first = pipeline
+    location = config.dataset_store_path("demo_h36m")
+    good_version = published_data_version(location)
+    history_rows = pl.read_parquet(config.benchmark_history_path).height
+    # the dataset re-delivered in metres: geometry consistent, units wrong (the bone-length check's case)
+    for pose_file in (raw / "demo_h36m").glob("S*/poses3d/*.npy"):
+        np.save(pose_file, np.load(pose_file) / 1000)
+    calibration = raw / "demo_h36m" / "calibration.json"
+    cameras = json.loads(calibration.read_text())
+    for camera in cameras["cameras"]:
+        camera["t"] = [v / 1000 for v in camera["t"]]
+    calibration.write_text(json.dumps(cameras))
+
+    for _ in range(2):  # not only the run that first meets the bad data
+        outcomes = run_pipeline(config, instance, report=lambda _: None)
+        (failed,) = [o for o in outcomes if o.status == "failed"]
+        assert failed.label == "dataset[demo_h36m]"
+        assert "bone_lengths" in failed.error and "metres instead of mm?" in failed.error
+        assert set(_labels(outcomes, "skipped")) >= {"training_pool", "final_model", "benchmark[demo_h36m]"}
+        assert published_data_version(location) == good_version  # the previous good store stays current
+        assert pl.read_parquet(config.benchmark_history_path).height == history_rows
