@@ -140,6 +140,21 @@ class PipelineConfig:
         return Path(os.path.commonpath([d.raw.parent for d in self.datasets.values()]))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys silently; a repeated section would undo the first one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def default_config_path() -> Path:
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
@@ -152,7 +167,7 @@ def load_config(path: os.PathLike | str | None = None) -> PipelineConfig:
     if not path.is_file():
         raise ConfigError(f"pipeline config {path} does not exist (set {CONFIG_ENV} or create params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     try:

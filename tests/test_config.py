@@ -301,3 +301,11 @@ def test_mirrored_names_match_their_sources():
     from model.estimator import MODES
 
     assert TRAINING_MODES == MODES and DEMO_SIZES == SIZES
+
+
+def test_a_repeated_key_is_an_error_not_a_silent_override(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("store: {root: s, image_size: 64}\ndatasets:\n  a: {converter: demo_h36m, raw: r}\n"
+                    "training: {batch_3d: {a: 2}}\ntraining: {batch_3d: {a: 4}}\n")
+    with pytest.raises(ConfigError, match=r"key 'training' appears twice in one mapping \(line 5\)"):
+        load_config(path)
