@@ -1,5 +1,8 @@
 """Pipeline configs for tests: the demo datasets on a given raw root, stores in a temporary folder."""
 
+import json
+
+import numpy as np
 import yaml
 
 DEMO_DATASETS = ("demo_h36m", "demo_3dhp", "demo_smpl", "demo_multiview2d", "demo_lsp2d")
@@ -35,3 +38,14 @@ TINY_TRAINING = {"batch_3d": {"demo_h36m": 2, "demo_smpl": 2, "demo_multiview2d"
                  "stride": 16, "initial": {"steps": 4, "learning_rate": 0.002},
                  "final": {"steps": 2, "learning_rate": 0.001, "mode": "consistency"}}
 TINY_ACAE = {"n_latent_sided": 4, "n_latent_center": 2, "steps": 30, "pseudo_gt_examples_per_dataset": 8}
+
+
+def deliver_h36m_in_metres(raw_folder):
+    """Rewrite a demo_h36m raw folder in metres: geometry stays consistent, only the units are wrong."""
+    for pose_file in raw_folder.glob("S*/poses3d/*.npy"):
+        np.save(pose_file, np.load(pose_file) / 1000)
+    calibration = raw_folder / "calibration.json"
+    cameras = json.loads(calibration.read_text())
+    for camera in cameras["cameras"]:
+        camera["t"] = [v / 1000 for v in camera["t"]]
+    calibration.write_text(json.dumps(cameras))

@@ -1,9 +1,7 @@
-import json
 import shutil
 from datetime import datetime, timezone
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from assets.quality import CHECK_NAMES
@@ -12,7 +10,7 @@ from orchestration.dataset_assets import build_dataset_assets, raw_data_versions
 from orchestration.definitions import build_definitions
 from orchestration.runner import failure_message
 from assets.versions import read_pointer
-from pipeline_config import DEMO_DATASETS, TINY_TRAINING, write_config
+from pipeline_config import DEMO_DATASETS, TINY_TRAINING, deliver_h36m_in_metres, write_config
 
 
 def _materialize_partition(config, partition, extra_assets=(), raise_on_error=True):
@@ -61,14 +59,7 @@ def test_pseudo_gt_partition_triangulates_the_converted_dataset(tiny_world, tmp_
 def test_failed_blocking_check_stops_downstream_assets(tiny_world, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_world / "demo_h36m", raw / "demo_h36m")
-    # someone delivered the dataset in metres: geometry stays consistent, only the units are wrong
-    for pose_file in (raw / "demo_h36m").glob("S*/poses3d/*.npy"):
-        np.save(pose_file, np.load(pose_file) / 1000)
-    calibration = raw / "demo_h36m" / "calibration.json"
-    data = json.loads(calibration.read_text())
-    for camera in data["cameras"]:
-        camera["t"] = [v / 1000 for v in camera["t"]]
-    calibration.write_text(json.dumps(data))
+    deliver_h36m_in_metres(raw / "demo_h36m")
 
     config = load_config(write_config(tmp_path, raw, ["demo_h36m"]))
     partitions, _ = build_dataset_assets(config)

@@ -13,7 +13,7 @@ from assets.versions import published_data_version
 from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
-from pipeline_config import DEMO_DATASETS, TINY_ACAE, TINY_TRAINING, write_config
+from pipeline_config import DEMO_DATASETS, TINY_ACAE, TINY_TRAINING, deliver_h36m_in_metres, write_config
 
 DOWNSTREAM_OF_ANY_TRAINING_SET = ["training_pool", "initial_model", "all_skeleton_pseudo_gt", "acae", "final_model",
                                   "benchmark[demo_h36m]", "benchmark[demo_smpl]"]
@@ -100,14 +100,7 @@ def test_a_dataset_failing_its_checks_fails_every_run_and_reaches_nothing(pipeli
     location = config.dataset_store_path("demo_h36m")
     good_version = published_data_version(location)
     history_rows = pl.read_parquet(config.benchmark_history_path).height
-    # the dataset re-delivered in metres: geometry consistent, units wrong (the bone-length check's case)
-    for pose_file in (raw / "demo_h36m").glob("S*/poses3d/*.npy"):
-        np.save(pose_file, np.load(pose_file) / 1000)
-    calibration = raw / "demo_h36m" / "calibration.json"
-    cameras = json.loads(calibration.read_text())
-    for camera in cameras["cameras"]:
-        camera["t"] = [v / 1000 for v in camera["t"]]
-    calibration.write_text(json.dumps(cameras))
+    deliver_h36m_in_metres(raw / "demo_h36m")
 
     for _ in range(2):  # not only the run that first meets the bad data
         outcomes = run_pipeline(config, instance, report=lambda _: None)

@@ -121,7 +121,7 @@ def test_failure_while_creating_the_writer_leaves_nothing(tmp_path, monkeypatch)
     real_open_group = zarr.open_group
 
     def broken_open_group(*args, **kwargs):
-        group = real_open_group(*args, **kwargs)
+        real_open_group(*args, **kwargs)  # the folder exists when the failure comes
         raise OSError("disk full")
 
     monkeypatch.setattr(zarr, "open_group", broken_open_group)
