@@ -23,7 +23,8 @@ from assets.cameras import distort_normalized
 from assets.skeletons import Skeleton, UnknownSkeletonError, get_skeleton
 from assets.store import ARRAY_SPECS, SCHEMA_VERSION, DatasetStore, expected_shape, open_store
 
-CHECK_NAMES: tuple[str, ...] = ("schema", "joint_ranges_mm", "nan_rates", "bone_lengths", "reprojection")
+CHECK_NAMES: tuple[str, ...] = ("schema", "joint_ranges_mm", "nan_rates", "bone_lengths", "reprojection",
+                                "camera_rotations", "vertical_axis", "chirality")
 
 # StoreSchemaError is a ValueError and UnknownSkeletonError a KeyError; malformed attributes raise
 # TypeError/ValueError inside the schema validation, a missing or unreadable folder an OSError.
@@ -48,6 +49,31 @@ class QualityConfig:
     bone_ratio_mostly: float = 0.98
     max_reprojection_px: float = 2.0
     reprojection_mostly: float = 0.99
+    # a calibration written with 6 significant digits and stored as float32 is orthonormal to ~1e-6; a
+    # scaled or sheared matrix (intrinsics folded in, wrong units) is off by far more
+    max_rotation_error: float = 1e-3
+    # the person's up (hips -> shoulders) within 60 degrees of the world's up: standing and walking torsos
+    # stay within ~30 degrees (the real Pose2Sim recording: median 26, p90 41 degrees), bending forward
+    # reaches ~70 and lying down 90, hence the fraction below. A wrong vertical (world y taken for z) or
+    # a swap of y with another axis puts the torso near 90 degrees for nearly everyone.
+    min_up_cos: float = 0.5
+    # the demo stores have 0-5% of examples past 60 degrees (bending; up to 25% of a bending sequence) and
+    # real data has people lying, sitting or doing acrobatics: 80% leaves room for a dataset rich in such
+    # poses while a wrong vertical fails nearly every example
+    vertical_mostly: float = 0.8
+    # a front cue (nose, toes) counts when its direction is at least this cosine away from the body's
+    # left-right/up plane; nearer the plane (head turned far to the side, feet turned out) it decides nothing
+    min_front_cue_cos: float = 0.2
+    # bent knees point forward: the knees' forward offset from the hip-ankle lines, relative to the leg
+    # length (tan(flexion / 2) / 2), counts when above this (knees bent by more than ~11 degrees); straight
+    # legs decide nothing and hyperextended ones (5-10 degrees) stay below it
+    min_knee_bend_ratio: float = 0.05
+    # handedness does not change with posture (lying, handstands), only with label mistakes: pseudo-GT
+    # triangulated from the real Pose2Sim recording's BlazePose detections comes out mirrored in ~5% of
+    # examples (runs of frames with left and right swapped), a mirrored store in ~95%
+    chirality_mostly: float = 0.8
+    # fewer decided examples than this leave the verdict to one or two noisy labels
+    min_chirality_examples: int = 5
     max_rows: int = 200_000  # per-joint rows read from the store; larger stores are sampled
     sample_seed: int = 0
     num_worst: int = 10  # worst examples / first unexpected rows listed in the metadata
@@ -96,6 +122,19 @@ def describe_checks(config: QualityConfig | None = None) -> dict[str, str]:
         "reprojection": f"pose3d projected with the example's intrinsics and lens distortion lands within "
                         f"{c.max_reprojection_px:g} px of pose2d for at least {c.reprojection_mostly:.0%} of joints "
                         f"labelled in both.",
+        "camera_rotations": f"Where a world frame exists (finite extrinsics), the rotation part of every example's "
+                            f"world-to-camera extrinsics is a proper rotation: orthonormal to "
+                            f"{c.max_rotation_error:g} and with determinant +1 (not a mirror).",
+        "vertical_axis": f"The person's up direction (hips to shoulders) is within "
+                         f"{math.degrees(math.acos(c.min_up_cos)):.0f} degrees of the world's up for at least "
+                         f"{c.vertical_mostly:.0%} of examples with 3D labels; the world's up is the world axis "
+                         f"the cameras' up directions (-y) point along, per sequence, or the camera's -y where "
+                         f"no world frame exists.",
+        "chirality": f"Poses have a person's handedness, which no posture changes but a mirror flips: the front "
+                     f"cues (nose, toes, bent knees) lie on the side of the body that up x (left-to-right) points "
+                     f"to, for at least {c.chirality_mostly:.0%} of the examples the cues decide (at least "
+                     f"{c.min_chirality_examples} needed); skipped for skeleton formats without hips or shoulders "
+                     f"and a front cue.",
     }
 
 
@@ -253,6 +292,8 @@ class _Sample:
     joint_valid: np.ndarray
     intrinsics: np.ndarray
     distortion: np.ndarray
+    extrinsics: np.ndarray
+    sequence: np.ndarray
     pose3d_expected: bool
     pose3d_expected_from: str
 
@@ -268,14 +309,14 @@ class _Sample:
 def _load_sample(store: DatasetStore, config: QualityConfig) -> _Sample:
     n = store["pose3d"].shape[0]
     limit = max(1, config.max_rows // store.skeleton.num_joints)
+    names = ("pose3d", "pose2d", "joint_valid", "intrinsics", "distortion", "extrinsics", "sequence")
     if n <= limit:
         examples = np.arange(n)
-        arrays = {name: store.load(name) for name in ("pose3d", "pose2d", "joint_valid", "intrinsics", "distortion")}
+        arrays = {name: store.load(name) for name in names}
     else:
         # random rather than strided: datasets interleave cameras/subjects with fixed periods
         examples = np.sort(np.random.default_rng(config.sample_seed).choice(n, size=limit, replace=False))
-        arrays = {name: store[name].oindex[examples]
-                  for name in ("pose3d", "pose2d", "joint_valid", "intrinsics", "distortion")}
+        arrays = {name: store[name].oindex[examples] for name in names}
     declared = store.attrs.get("has_pose3d")
     if declared is None:
         expected, source = bool(np.isfinite(arrays["pose3d"]).any()), "inferred from finite pose3d values"
@@ -550,9 +591,292 @@ def _check_reprojection(gx: _GxRunner, sample: _Sample, config: QualityConfig) -
                            f"{worst_examples.example.tolist()[:5]}", metadata)
 
 
+# -- geometry: camera rotations, the vertical, handedness -----------------------------------------
+
+def _world_rows(sample: _Sample) -> np.ndarray:
+    """Examples with a world frame: extrinsics are NaN where the world is unknown (e.g. 2D-only sets)."""
+    return np.isfinite(sample.extrinsics).all(axis=(1, 2))
+
+
+def _check_camera_rotations(gx: _GxRunner, sample: _Sample, config: QualityConfig) -> _Verdict:
+    known = _world_rows(sample)
+    if not known.any():
+        return _skipped("no world frame (extrinsics are NaN in every example)", sample)
+    rotations = sample.extrinsics[known, :3, :3].astype(np.float64)
+    error = np.abs(rotations @ np.swapaxes(rotations, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    determinant = np.linalg.det(rotations)
+    frame = pd.DataFrame({"example": sample.examples[known], "orthonormality_error": error,
+                          "determinant": determinant})
+    frame = frame.iloc[np.argsort(-np.maximum(error, np.abs(determinant - 1.0)), kind="stable")]
+    tolerance = config.max_rotation_error
+    between = gx.expect.ExpectColumnValuesToBeBetween
+    validation = gx.validate("camera_rotations", frame, {
+        "orthonormality_error": between(column="orthonormality_error", max_value=tolerance),
+        "determinant": between(column="determinant", min_value=1.0 - tolerance, max_value=1.0 + tolerance),
+    })
+    mirrored = int((determinant < 0).sum())
+    # not a rotation although not a mirror either: a scaled, sheared or otherwise corrupt matrix
+    improper = int(((error > tolerance) | ((np.abs(determinant - 1.0) > tolerance) & (determinant > 0))).sum())
+    metadata = {**sample.metadata, "rotations_checked": len(frame),
+                "examples_without_world_frame": int((~known).sum()),
+                "max_orthonormality_error": float(error.max()),
+                "determinant_range": [float(determinant.min()), float(determinant.max())],
+                "mirrored_rotations": mirrored, "non_orthonormal_rotations": int((error > tolerance).sum()),
+                "worst_examples": frame.example.head(config.num_worst).tolist(),
+                "expectations": validation.expectations}
+    if validation.success:
+        return _Verdict(True, f"all {len(frame)} extrinsic rotations are proper rotations (orthonormal to "
+                              f"{error.max():.1g}, determinants {determinant.min():.6f}-{determinant.max():.6f})",
+                        metadata)
+    findings = []
+    if mirrored:
+        findings.append(f"{mirrored} of {len(frame)} extrinsic rotations have determinant -1 (mirrored rotation "
+                        f"(det -1)? e.g. a flipped axis or a left-handed world frame)")
+    if improper:
+        findings.append(f"{improper} of {len(frame)} extrinsic rotations are not orthonormal (max |R R^T - I| = "
+                        f"{error.max():.3g}, allowed {tolerance:g}; determinants {determinant.min():.4g}-"
+                        f"{determinant.max():.4g}; scaled or sheared matrix, e.g. intrinsics folded in or a "
+                        f"corrupt calibration?)")
+    return _Verdict(False, "; ".join(findings), metadata)
+
+
+# Landmarks as options of joint groups; per example the first option whose joints are all labelled is
+# used, each group averaged. Names follow assets/skeleton_formats.json (PosePile naming).
+_TOP = (("lsho", "rsho"), ("neck",), ("thor",))
+_BOTTOM = (("lhip", "rhip"), ("pelv",), ("mhip",))
+_LEFT_RIGHT = ((("lhip",), ("rhip",)), (("lsho",), ("rsho",)))
+_NOSE = (("nose",),)
+_TOES = (("ltoe", "rtoe"), ("lfoo_index", "rfoo_index"), ("lfoo", "rfoo"))
+_ANKLES = (("lank", "rank"),)
+_LEGS = (("lhip", "lkne", "lank"), ("rhip", "rkne", "rank"))
+_AXIS_NAMES = ("+x", "+y", "+z", "-x", "-y", "-z")
+_SIGNED_AXES = np.concatenate([np.eye(3), -np.eye(3)])
+
+
+def _joint_index(skeleton: Skeleton, name: str) -> int | None:
+    """The joint called ``name``, or one that adds a source suffix to it ('lhip_smpl', 'nose_coco')."""
+    if name in skeleton.joint_names:
+        return skeleton.index(name)
+    return next((i for i, joint in enumerate(skeleton.joint_names) if joint.split("_")[0] == name), None)
+
+
+def _resolve(skeleton: Skeleton, options) -> list[list[int]]:
+    """The options whose joints all exist in ``skeleton``, as index lists."""
+    resolved = []
+    for option in options:
+        indices = [_joint_index(skeleton, name) for name in option]
+        if None not in indices:
+            resolved.append(indices)
+    return resolved
+
+
+def _first_labelled(values: list[np.ndarray]) -> np.ndarray:
+    """Per example the first of ``values`` ([M,3] each) that is finite; NaN where none is."""
+    out = np.full_like(values[0], np.nan)
+    for value in reversed(values):
+        ok = np.isfinite(value).all(axis=-1)
+        out[ok] = value[ok]
+    return out
+
+
+def _landmark(pose: np.ndarray, options: list[list[int]]) -> np.ndarray:
+    return _first_labelled([pose[:, option].mean(axis=1) for option in options])
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def _person_up(pose: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray | None, str | None]:
+    """Unit vectors [M,3] from the hips (or pelvis) to the shoulders (or neck), or why there are none."""
+    top, bottom = _resolve(skeleton, _TOP), _resolve(skeleton, _BOTTOM)
+    if not top or not bottom:
+        missing = [label for label, found in (("shoulders/neck", top), ("hips/pelvis", bottom)) if not found]
+        return None, f"skeleton {skeleton.name} has no {' or '.join(missing)} joints to define the body's up"
+    return _unit(_landmark(pose, top) - _landmark(pose, bottom)), None
+
+
+def _world_up_axes(sample: _Sample, known: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """The world's up per example [M,3] (NaN without a world frame), per sequence the signed world axis
+    the cameras' up directions (-y) point along on average, and how well they agree with it.
+
+    Capture rigs mount most of their cameras upright (rolled well under 45 degrees; ceiling cameras are
+    the exception), while the world's vertical axis differs between datasets (z up in H36M, the demo
+    world and the Pose2Sim recording's Qualisys calibration; -y up in CMU Panoptic). Taking it from the
+    cameras, not from the poses, lets a mistake in the poses show instead of defining the vertical.
+    """
+    world_up = np.full((len(sample.examples), 3), np.nan)
+    camera_up = -sample.extrinsics[:, 1, :3].astype(np.float64)  # the camera's -y in world coordinates
+    axes, agreement = {}, {}
+    for code in np.unique(sample.sequence[known]):
+        rows = known & (sample.sequence == code)
+        mean_up = camera_up[rows].mean(axis=0)
+        best = int(np.argmax(_SIGNED_AXES @ mean_up))
+        world_up[rows] = _SIGNED_AXES[best]
+        axes[int(code)] = _AXIS_NAMES[best]
+        agreement[int(code)] = float(np.median(_unit(camera_up[rows]) @ _SIGNED_AXES[best]))
+    return world_up, axes, agreement
+
+
+def _check_vertical_axis(gx: _GxRunner, sample: _Sample, config: QualityConfig) -> _Verdict:
+    if not sample.labelled3d.any():
+        return _skipped("no labelled 3D joints (pose3d is all NaN)", sample)
+    up, reason = _person_up(sample.pose3d.astype(np.float64), sample.skeleton)
+    if up is None:
+        return _skipped(reason, sample)
+    has_up = np.isfinite(up).all(axis=-1)
+    if not has_up.any():
+        return _skipped("no example has its hips/pelvis and shoulders/neck labelled in 3D", sample)
+    known = _world_rows(sample)
+    world_up, axes, agreement = _world_up_axes(sample, known)
+    rotations = np.nan_to_num(sample.extrinsics[:, :3, :3].astype(np.float64))
+    # poses are in each example's camera frame: bring the world's up there, and where no world frame
+    # exists assume an upright camera (its -y is up)
+    reference = np.where(known[:, None], np.einsum("nij,nj->ni", rotations, np.nan_to_num(world_up)),
+                         np.array([0.0, -1.0, 0.0]))
+    up_cos = np.einsum("ni,ni->n", up, reference)
+    rows = np.flatnonzero(has_up)
+    frame = pd.DataFrame({"example": sample.examples[rows], "up_cos": up_cos[rows],
+                          "reference": np.where(known[rows], "world up", "camera -y")})
+    frame = frame.sort_values("up_cos", kind="stable")
+    validation = gx.validate("vertical_axis", frame, {
+        "up_cos": gx.expect.ExpectColumnValuesToBeBetween(column="up_cos", min_value=config.min_up_cos,
+                                                         mostly=config.vertical_mostly),
+    })
+    angles = np.degrees(np.arccos(np.clip(frame.up_cos.to_numpy(), -1.0, 1.0)))
+    off = int((frame.up_cos < config.min_up_cos).sum())
+    limit_deg = math.degrees(math.acos(config.min_up_cos))
+    # the world axis the people themselves stand along, to tell a swapped world frame from swapped poses
+    people_axis, people_share = None, None
+    world_rows = np.flatnonzero(has_up & known)
+    if len(world_rows):
+        up_world = np.einsum("nji,nj->ni", rotations[world_rows], up[world_rows])
+        shares = (up_world @ _SIGNED_AXES.T >= config.min_up_cos).mean(axis=0)
+        people_axis, people_share = _AXIS_NAMES[int(np.argmax(shares))], float(shares.max())
+    camera_axes = sorted(set(axes.values()))
+    metadata = {**sample.metadata, "examples_compared": len(frame),
+                "examples_against_world_up": int((frame.reference == "world up").sum()),
+                "examples_against_camera_minus_y": int((frame.reference == "camera -y").sum()),
+                "sequences_per_world_up_axis": {a: list(axes.values()).count(a) for a in camera_axes},
+                "min_camera_up_agreement": min(agreement.values()) if agreement else None,
+                "people_world_axis": people_axis, "people_world_axis_share": people_share,
+                "median_angle_deg": float(np.median(angles)), "p90_angle_deg": float(np.percentile(angles, 90)),
+                "examples_beyond_angle": off,
+                "worst_examples": frame.example.head(config.num_worst).tolist(),
+                "expectations": validation.expectations}
+    references = [f"world up ({'/'.join(camera_axes)}, from the cameras' up)"] if camera_axes else []
+    if (frame.reference == "camera -y").any():
+        references.append("camera -y (no world frame)")
+    reference_text = " or ".join(references)
+    stats = f"median angle {np.median(angles):.0f} deg, p90 {np.percentile(angles, 90):.0f} deg"
+    if validation.success:
+        return _Verdict(True, f"person's up within {limit_deg:.0f} deg of {reference_text} for "
+                              f"{len(frame) - off} of {len(frame)} examples ({stats})", metadata)
+    hint = "axes swapped or a wrong vertical (world y taken for z)?"
+    if people_axis is not None and people_share >= config.vertical_mostly and people_axis not in camera_axes:
+        hint = (f"the people stand along world {people_axis} but the cameras' up is {'/'.join(camera_axes)}: "
+                f"axes swapped in the poses, or cameras' rotations wrong?")
+    if agreement and min(agreement.values()) < config.min_up_cos:
+        hint += (" (in some sequence the cameras' up points along no world axis: cameras rolled or looking "
+                 "down, or camera-to-world extrinsics stored instead of world-to-camera?)")
+    return _Verdict(False, f"{off} of {len(frame)} examples ({off / len(frame):.1%}) have the person's up "
+                           f"(hips to shoulders) more than {limit_deg:.0f} deg from {reference_text} (allowed "
+                           f"{1 - config.vertical_mostly:.0%}; {stats}); {hint}", metadata)
+
+
+def _front_votes(pose: np.ndarray, skeleton: Skeleton, config: QualityConfig) -> dict[str, np.ndarray]:
+    """Per front cue of the skeleton, a vote per example: +1 where the cue lies in front of the body as a
+    person's handedness puts it (forward = up x left-to-right), -1 behind (a mirror image), 0 undecided."""
+    up, _ = _person_up(pose, skeleton)
+    pairs = _resolve(skeleton, [(left, right) for (left,), (right,) in _LEFT_RIGHT])
+    left_to_right = _first_labelled([pose[:, right] - pose[:, left] for left, right in pairs])
+    forward = np.cross(up, _unit(left_to_right))
+    # up and left-to-right nearly parallel (a collapsed torso label) leave the forward direction to noise
+    degenerate = ~(np.linalg.norm(forward, axis=-1) >= 0.5)
+    forward = _unit(forward)
+
+    def vote(score, threshold):
+        decided = np.isfinite(score) & (np.abs(score) >= threshold) & ~degenerate
+        return np.where(decided, np.sign(np.nan_to_num(score)), 0.0)
+
+    votes = {}
+    top, nose = _resolve(skeleton, _TOP), _resolve(skeleton, _NOSE)
+    if nose:
+        cue = _unit(_landmark(pose, nose) - _landmark(pose, top))
+        votes["nose"] = vote(np.einsum("ni,ni->n", forward, cue), config.min_front_cue_cos)
+    toes, ankles = _resolve(skeleton, _TOES), _resolve(skeleton, _ANKLES)
+    if toes and ankles:
+        cue = _unit(_landmark(pose, toes) - _landmark(pose, ankles))
+        votes["toes"] = vote(np.einsum("ni,ni->n", forward, cue), config.min_front_cue_cos)
+    legs = _resolve(skeleton, _LEGS)
+    if len(legs) == 2:
+        offset = sum(pose[:, knee] - 0.5 * (pose[:, hip] + pose[:, ankle]) for hip, knee, ankle in legs)
+        length = sum(np.linalg.norm(pose[:, hip] - pose[:, ankle], axis=-1) for hip, _, ankle in legs)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            votes["knees"] = vote(np.einsum("ni,ni->n", forward, offset) / length, config.min_knee_bend_ratio)
+    return votes
+
+
+def _chirality_unsupported(skeleton: Skeleton) -> str | None:
+    missing = []
+    if not _resolve(skeleton, _TOP) or not _resolve(skeleton, _BOTTOM):
+        missing.append("hips/pelvis and shoulders/neck (the body's up)")
+    if not _resolve(skeleton, [(left, right) for (left,), (right,) in _LEFT_RIGHT]):
+        missing.append("a left/right hip or shoulder pair")
+    has_toes = _resolve(skeleton, _TOES) and _resolve(skeleton, _ANKLES)
+    if not (_resolve(skeleton, _NOSE) or has_toes or len(_resolve(skeleton, _LEGS)) == 2):
+        missing.append("a front cue (nose, toes with ankles, or hips-knees-ankles)")
+    if missing:
+        return f"skeleton {skeleton.name} has no {'; no '.join(missing)}"
+    return None
+
+
+def _check_chirality(gx: _GxRunner, sample: _Sample, config: QualityConfig) -> _Verdict:
+    if not sample.labelled3d.any():
+        return _skipped("no labelled 3D joints (pose3d is all NaN)", sample)
+    unsupported = _chirality_unsupported(sample.skeleton)
+    if unsupported:
+        return _skipped(unsupported, sample)
+    votes = _front_votes(sample.pose3d.astype(np.float64), sample.skeleton, config)
+    stacked = np.stack(list(votes.values()), axis=1)
+    cast = (stacked != 0).sum(axis=1)
+    # cues that disagree (a mislabelled nose, feet turned far out) cancel and leave the example undecided
+    with np.errstate(divide="ignore", invalid="ignore"):
+        handedness = stacked.sum(axis=1) / cast
+    decided = np.flatnonzero((cast > 0) & (handedness != 0))
+    per_cue = {name: {"decided": int((v != 0).sum()), "proper": int((v > 0).sum())} for name, v in votes.items()}
+    base = {**sample.metadata, "cues": list(votes), "votes_per_cue": per_cue, "examples_decided": len(decided)}
+    if len(decided) < config.min_chirality_examples:
+        reason = (f"only {len(decided)} examples decided by the front cues ({', '.join(votes)}); at least "
+                  f"{config.min_chirality_examples} are needed")
+        return _Verdict(True, f"skipped: {reason}", {"skipped": reason, **base})
+    frame = pd.DataFrame({"example": sample.examples[decided], "handedness": handedness[decided]})
+    frame = frame.sort_values("handedness", kind="stable")
+    validation = gx.validate("chirality", frame, {
+        "handedness": gx.expect.ExpectColumnValuesToBeBetween(column="handedness", min_value=0.0, strict_min=True,
+                                                             mostly=config.chirality_mostly),
+    })
+    mirrored = int((frame.handedness < 0).sum())
+    metadata = {**base, "mirrored_examples": mirrored, "proper_share": 1.0 - mirrored / len(frame),
+                "worst_examples": frame.example.head(config.num_worst).tolist(),
+                "expectations": validation.expectations}
+    cues = ", ".join(f"{name} {c['proper']}/{c['decided']}" for name, c in per_cue.items())
+    if validation.success:
+        return _Verdict(True, f"{len(frame) - mirrored} of {len(frame)} decided examples have a person's "
+                              f"handedness (proper/decided per cue: {cues})", metadata)
+    return _Verdict(False, f"{mirrored} of {len(frame)} decided examples ({mirrored / len(frame):.1%}) are mirror "
+                           f"images (allowed {1 - config.chirality_mostly:.0%}; proper/decided per cue: {cues}); "
+                           f"mirrored poses (x negated, e.g. a flipped image without swapping left/right "
+                           f"labels), swapped left/right joint labels, or two axes swapped?", metadata)
+
+
 _DATA_CHECKS = {
     "joint_ranges_mm": _check_joint_ranges,
     "nan_rates": _check_nan_rates,
     "bone_lengths": _check_bone_lengths,
     "reprojection": _check_reprojection,
+    "camera_rotations": _check_camera_rotations,
+    "vertical_axis": _check_vertical_axis,
+    "chirality": _check_chirality,
 }

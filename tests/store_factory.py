@@ -1,9 +1,10 @@
 """Small, self-consistent canonical stores for tests.
 
 ``make_store_arrays`` returns arrays and attributes that ``assets.store.write_store`` accepts and that
-pass every data-quality check: a stick figure with bone lengths of 100-500 mm, about 4 m in front of
-one of two distorting cameras, and pose2d projected from pose3d with that camera. Tests derive bad
-stores from it by editing single arrays.
+pass the schema, range, NaN-rate, bone-length and reprojection checks: a stick figure with bone lengths
+of 100-500 mm, about 4 m in front of one of two distorting cameras, and pose2d projected from pose3d
+with that camera. It has no up direction or handedness, so the geometry checks need a posed body
+(``posed_store_arrays`` in test_quality.py). Tests derive bad stores from it by editing single arrays.
 """
 
 import numpy as np

@@ -124,10 +124,12 @@ def canonical_crop(example: RawExample, image: np.ndarray, image_size: int) -> d
     labelled3d = np.isfinite(pose3d).all(axis=-1) & (pose3d[:, 2] > 0)
     pose2d[labelled3d] = virtual.camera_to_image(pose3d[labelled3d])
     if example.pose2d is not None:
-        only2d = ~labelled3d & np.isfinite(example.pose2d).all(axis=-1)
-        rays = np.concatenate([frame_cam.image_to_normalized(example.pose2d[only2d]),
-                               np.ones((only2d.sum(), 1))], axis=-1) @ rotation.T
-        pose2d[only2d] = virtual.camera_to_image(rays)
+        # a 2D label of its own wins over the projection of the 3D one, so that the reprojection check
+        # compares two independent labels (and catches a camera or axis mistake in either)
+        labelled2d = np.isfinite(example.pose2d).all(axis=-1)
+        rays = np.concatenate([frame_cam.image_to_normalized(example.pose2d[labelled2d]),
+                               np.ones((labelled2d.sum(), 1))], axis=-1) @ rotation.T
+        pose2d[labelled2d] = virtual.camera_to_image(rays)
     valid = np.isfinite(pose2d).all(axis=-1)
     if example.confidence is not None:
         valid &= example.confidence > 0

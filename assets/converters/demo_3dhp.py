@@ -1,4 +1,9 @@
-"""Converter for the MPI-INF-3DHP-like demo layout (docs/raw_layouts.md#demo_3dhp)."""
+"""Converter for the MPI-INF-3DHP-like demo layout (docs/raw_layouts.md#demo_3dhp).
+
+3DHP labels every joint twice: in 3D (``annot3``) and in the image (``annot2``). Both are handed on; a
+store whose pose2d keeps the 2D labels lets the reprojection check compare two labels of the same joint
+instead of the 3D label with its own projection, which agrees whatever went wrong.
+"""
 
 from pathlib import Path
 
@@ -9,7 +14,7 @@ from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, load_npy, load_npz, npz_field, require_file
 
 NAME = "demo_3dhp"
-VERSION = "1"
+VERSION = "2"  # 2: hands on the 2D labels (annot2) too
 SKELETON = "mpi_inf_3dhp_28"
 NUM_JOINTS = 28
 SUBJECT_SPLITS = {"S1": "train", "S2": "train", "S3": "val", "S4": "test"}
@@ -70,6 +75,7 @@ def read_examples(raw_root: Path) -> list[RawExample]:
         cam_ids = npz_field(annot, "cameras", annot_path, (-1,)).astype(int)
         frames = npz_field(annot, "frames", annot_path, (-1,)).astype(int)
         annot3 = npz_field(annot, "annot3", annot_path, (len(cam_ids), len(frames), NUM_JOINTS, 3), allow_nan=True)
+        annot2 = npz_field(annot, "annot2", annot_path, (len(cam_ids), len(frames), NUM_JOINTS, 2), allow_nan=True)
         boxes = load_npy(seq_dir / "crops.npy", "crop_boxes", (len(cam_ids), len(frames), 4))
         missing = sorted(set(cam_ids.tolist()) - set(cameras))
         if missing:
@@ -78,7 +84,7 @@ def read_examples(raw_root: Path) -> list[RawExample]:
             for f, frame in enumerate(frames):
                 examples.append(RawExample(
                     image_path=seq_dir / "imageSequence" / f"video_{cam_id}" / f"frame_{frame:06d}.jpg",
-                    frame_camera=cameras[cam_id], crop_box=boxes[c, f], pose3d=annot3[c, f],
+                    frame_camera=cameras[cam_id], crop_box=boxes[c, f], pose3d=annot3[c, f], pose2d=annot2[c, f],
                     split=SUBJECT_SPLITS[subject], subject=subject, sequence=f"{subject}/{seq_dir.name}",
                     frame=int(frame), camera=str(cam_id)))
     return examples
