@@ -289,10 +289,11 @@ def verify_stores(config, names: list[str]) -> int:
 def collect_garbage_command(config, *, dry_run: bool) -> int:
     from assets.versions import collect_garbage
 
-    found = collect_garbage(config.store_root.parent, dry_run=dry_run)
+    # only where versions are published: a walk through the raw datasets would take long on real data
+    found = collect_garbage(config.store_root, dry_run=dry_run)
     for path in found:
         print(("would remove " if dry_run else "removed ") + str(path))
-    print(f"{len(found)} unreferenced version(s) {'found' if dry_run else 'removed'} under {config.store_root.parent}")
+    print(f"{len(found)} unreferenced version(s) {'found' if dry_run else 'removed'} under {config.store_root}")
     return 0
 
 
