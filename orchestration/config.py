@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from assets.converters import CONVERTERS
+from assets.converters import CONVERTERS, get_converter
+from assets.converters.interface import ConverterOptions, OptionError, known_options, resolve_options
 
 CONFIG_ENV = "DOZENS_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -49,6 +50,7 @@ class DatasetConfig:
     converter: str
     raw: Path
     pseudo_gt: PseudoGTConfig | None = None  # set for multi-view 2D datasets, which get triangulated
+    options: ConverterOptions = ConverterOptions()  # frame_step, cameras and the converter's own options
 
     @property
     def multiview_2d(self) -> bool:
@@ -324,6 +326,30 @@ def _by_dataset(rule):
     return check
 
 
+def _dataset_entry(read_path):
+    """A dataset entry: its converter, its raw folder, and options for the converter (checked against it)."""
+    fixed = _section({"converter": _choice(sorted(CONVERTERS), "converters"), "raw": read_path}, ("converter", "raw"))
+
+    def check(value) -> dict:
+        if not isinstance(value, dict):
+            raise _Invalid(f"must be a mapping with 'converter' and 'raw', got {value!r}")
+        entry = fixed({k: v for k, v in value.items() if k in ("converter", "raw")})
+        converter = get_converter(entry["converter"])
+        given = {k: v for k, v in value.items() if k not in ("converter", "raw")}
+        known = known_options(converter)
+        for name in given:
+            if name not in known:
+                raise _Invalid(f"is not a known setting{_did_you_mean(name, ['converter', 'raw', *known])}; known "
+                               f"settings here: converter, raw, and the options of converter "
+                               f"{entry['converter']!r}: {', '.join(known)}", (name,))
+        try:
+            entry["options"] = resolve_options(converter, given)
+        except OptionError as exc:
+            raise _Invalid(exc.problem, (exc.option,)) from None
+        return entry
+    return check
+
+
 def _dataset_list(value) -> tuple:
     if not isinstance(value, list):
         raise _Invalid(f"must be a list of dataset names, got {value!r}")
@@ -368,8 +394,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
         "demo": _section({"size": _choice(DEMO_SIZES, "demo sizes"), "seed": _integer(0)}),
         "store": _section({"root": read_path, "image_size": _integer(1)}, ("root", "image_size")),
         "pseudo_gt": _section({**_PSEUDO_GT_RULES, "datasets": _by_dataset(_section(_PSEUDO_GT_RULES))}),
-        "datasets": _by_dataset(_section({"converter": _choice(sorted(CONVERTERS), "converters"), "raw": read_path},
-                                         ("converter", "raw"))),
+        "datasets": _by_dataset(_dataset_entry(read_path)),
         "training": _training,
         "acae": _settings(AcaeSettings, _ACAE_RULES),
         "benchmark": _settings(BenchmarkSettings, _BENCHMARK_RULES),
@@ -383,7 +408,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
     defaults = PseudoGTConfig(**{k: v for k, v in pseudo_gt.items() if k != "datasets"})
     datasets = {name: DatasetConfig(name=name, converter=entry["converter"], raw=entry["raw"],
                                     pseudo_gt=dataclasses.replace(defaults, **multiview[name])
-                                    if name in multiview else None)
+                                    if name in multiview else None, options=entry["options"])
                 for name, entry in top["datasets"].items()}
     store, demo = top["store"], top.get("demo", {})
     acae, benchmark = top.get("acae", AcaeSettings()), top.get("benchmark", BenchmarkSettings())

@@ -53,7 +53,8 @@ def expected_signature(config, instance: dg.DagsterInstance, asset: str, partiti
     if asset == "dataset":
         entry = config.datasets[partition]
         raw = fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
-        return input_signature(code, {"raw": raw}, {"converter": entry.converter, "image_size": config.image_size})
+        return input_signature(code, {"raw": raw}, {"converter": entry.converter, "image_size": config.image_size,
+                                                     "options": entry.options.as_dict()})
     if asset == "pseudo_gt":
         return input_signature(code, upstream_versions(instance, [("dataset", partition)]),
                                config.datasets[partition].pseudo_gt)

@@ -14,7 +14,11 @@ CONVERTERS = {
 
 
 def get_converter(name: str) -> ModuleType:
+    """The converter module registered as ``name`` (see assets/converters/interface.py for what it declares)."""
+    from assets.converters.interface import check_converter
+
     try:
-        return importlib.import_module(CONVERTERS[name])
+        module_name = CONVERTERS[name]
     except KeyError:
         raise KeyError(f"unknown converter {name!r}; known converters: {', '.join(sorted(CONVERTERS))}") from None
+    return check_converter(importlib.import_module(module_name))

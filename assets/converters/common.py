@@ -6,6 +6,7 @@ person to a square, undistorted, person-centred virtual camera, move labels into
 and stream everything into an atomically written canonical store.
 """
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from assets.cameras import Camera, reproject_image
+from assets.converters.interface import ConverterOptions, resolve_options
 from assets.converters.raw_io import RawDataError
+from assets.converters.video import VideoFrames
 from assets.skeletons import get_skeleton
 from assets.store import SPLITS, StoreWriter, fingerprint_paths
 
@@ -35,7 +38,7 @@ _WRITE_BATCH = 64
 class RawExample:
     """One person in one image file, as parsed from raw annotations (before any image is loaded)."""
 
-    image_path: Path
+    image_path: Path  # an image file, or a video when frame_index is set
     frame_camera: Camera  # camera of the original frame; extrinsics meaningful only if world_known
     split: str
     subject: str
@@ -48,6 +51,7 @@ class RawExample:
     confidence: np.ndarray | None = None  # [J] detector confidence, 0 = missed
     world_known: bool = True
     assumed_camera: bool = False  # frame_camera was made up from the image size (no calibration)
+    frame_index: int | None = None  # 0-based frame of the video at image_path
 
 
 @dataclass
@@ -73,6 +77,21 @@ def load_image(path: Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise RawDataError(path, None, "a decodable image", f"a decode error ({exc})") from None
+
+
+def image_of(example: RawExample, videos: VideoFrames) -> np.ndarray:
+    """The example's whole image: an image file, or a frame decoded from a video."""
+    if example.frame_index is not None:
+        return videos.frame(example.image_path, example.frame_index)
+    return load_image(example.image_path)
+
+
+def _decode_order(example: RawExample) -> tuple:
+    return ("", -1) if example.frame_index is None else (str(example.image_path), example.frame_index)
+
+
+def _kept(example: RawExample, options: ConverterOptions) -> bool:
+    return options.keeps_frame(example.frame) and (not options.cameras or example.camera in options.cameras)
 
 
 def _labelled_2d(example: RawExample) -> np.ndarray:
@@ -160,6 +179,7 @@ def convert(
     dataset_name: str | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     progress: Callable[[str], None] | None = None,
+    options: ConverterOptions | dict | None = None,
     data_version: str | None = None,
     gate: Callable[[Path], None] | None = None,
 ) -> ConversionResult:
@@ -173,7 +193,9 @@ def convert(
     raw_root = Path(raw_root)
     if not raw_root.is_dir():
         raise RawDataError(raw_root, None, "a raw dataset folder", "no such folder")
-    examples = converter.read_examples(raw_root)
+    if not isinstance(options, ConverterOptions):
+        options = resolve_options(converter, options)
+    examples = [ex for ex in converter.read_examples(raw_root, options) if _kept(ex, options)]
     if not examples:
         raise RawDataError(raw_root, None, "at least one example", "none found")
     skeleton = get_skeleton(converter.SKELETON)
@@ -187,7 +209,8 @@ def convert(
     if unknown_splits:
         raise ValueError(f"converter {converter.NAME}: unknown splits {unknown_splits}; expected {SPLITS}")
 
-    fingerprint = fingerprint_paths([raw_root], extra=f"{converter.NAME}:{converter.VERSION}:{image_size}")
+    fingerprint = fingerprint_paths([raw_root], extra=f"{converter.NAME}:{converter.VERSION}:{image_size}:"
+                                                      f"{json.dumps(options.as_dict(), sort_keys=True)}")
     code_tables, code_maps = {}, {}
     for key in ("subject", "sequence", "camera"):
         code_tables[key], code_maps[key] = _codes([getattr(ex, key) for ex in examples])
@@ -203,14 +226,18 @@ def convert(
         "codes": {**code_tables, "split": list(SPLITS)},
         "has_pose3d": any(ex.pose3d is not None for ex in examples),
         "intrinsics_assumed": any(ex.assumed_camera for ex in examples),
+        "converter_options": options.as_dict(),
     }
     report(f"{attrs['dataset']}: {len(examples)} examples parsed from {raw_root}")
     optional = ("confidence2d",) if has_confidence else ()
-    with StoreWriter(out_path, len(examples), attrs, optional_arrays=optional,
-                     data_version=data_version) as writer:
+    # video frames decode fastest in file order
+    examples.sort(key=_decode_order)
+    videos = VideoFrames()
+    with videos, StoreWriter(out_path, len(examples), attrs, optional_arrays=optional,
+                             data_version=data_version) as writer:
         for start in range(0, len(examples), _WRITE_BATCH):
             batch = examples[start:start + _WRITE_BATCH]
-            crops = [canonical_crop(ex, load_image(ex.image_path), image_size) for ex in batch]
+            crops = [canonical_crop(ex, image_of(ex, videos), image_size) for ex in batch]
             columns = {k: np.stack([c[k] for c in crops]) for k in crops[0]}
             columns["split"] = np.array([SPLITS.index(ex.split) for ex in batch])
             columns["frame"] = np.array([ex.frame for ex in batch])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from assets.cameras import Camera
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, load_npy, load_npz, npz_field, require_file
 
@@ -60,7 +61,7 @@ def read_calibration(path: Path) -> dict[int, Camera]:
     return cameras
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     examples = []
     sequences = sorted(p for p in raw_root.glob("S*/Seq*") if p.is_dir())
     if not sequences:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from assets.cameras import Camera
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, camera_from_json, json_field, load_json, load_npy
 
@@ -24,7 +25,7 @@ def read_cameras(path: Path) -> dict[str, Camera]:
     return cameras
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     cameras = read_cameras(raw_root / "calibration.json")
     examples = []
     subjects = sorted(p.name for p in raw_root.glob("S*") if p.is_dir())

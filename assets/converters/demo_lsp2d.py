@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample, assumed_camera
 from assets.converters.raw_io import RawDataError, load_npy
 
@@ -25,7 +26,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise RawDataError(path, None, "a decodable image", f"a decode error ({exc})") from None
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     joints_path = raw_root / "joints.npy"
     joints = load_npy(joints_path, "joints", (-1, NUM_JOINTS, 3), allow_nan=True)
     flags = joints[..., 2]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from assets.cameras import Camera
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, as_array, camera_from_json, json_field, load_json
 
@@ -29,7 +30,7 @@ def read_cameras(path: Path) -> dict[str, Camera]:
     return cameras
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     examples = []
     calibrations = sorted(raw_root.glob("calibration_*.json"))
     if not calibrations:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from assets.cameras import Camera
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, load_npz, npz_field
 
@@ -13,7 +14,7 @@ NUM_JOINTS = 24
 FOLDER_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     examples = []
     files = sorted((raw_root / "sequenceFiles").glob("*/*.npz"))
     if not files:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from assets.cameras import Camera
+from assets.converters.interface import ConverterOptions
 from assets.converters.common import RawExample
 from assets.converters.raw_io import RawDataError, camera_from_json, json_field, load_json, load_npz, npz_field
 from assets.real.blazepose import BLAZEPOSE_33, register
@@ -40,7 +41,7 @@ def read_cameras(path: Path) -> dict[str, Camera]:
     return cameras
 
 
-def read_examples(raw_root: Path) -> list[RawExample]:
+def read_examples(raw_root: Path, options: ConverterOptions | None = None) -> list[RawExample]:
     raw_root = Path(raw_root)
     manifest_path = raw_root / "manifest.json"
     manifest = load_json(manifest_path)
