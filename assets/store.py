@@ -10,6 +10,7 @@ one chunk per array.
 
 import hashlib
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,12 +23,13 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from assets.skeletons import get_skeleton
-from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve
+from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve, write_file_atomically
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
 _META_ROWS_PER_CHUNK = 4096
-_IMAGES_PER_SHARD = 256
+IMAGES_PER_SHARD = 256
+_PROGRESS_FILE = "writer_progress.json"
 
 
 class StoreSchemaError(ValueError):
@@ -145,7 +147,7 @@ class StoreWriter:
     """
 
     def __init__(self, location, num_examples: int, attrs: dict, *, optional_arrays=(),
-                 data_version: str | None = None):
+                 data_version: str | None = None, resume: bool = False):
         self.location = Path(location)
         self.num_examples = int(num_examples)
         self.attrs = dict(attrs)
@@ -154,20 +156,39 @@ class StoreWriter:
         self.attrs.setdefault("units", "mm")
         self.attrs["schema_version"] = SCHEMA_VERSION
         self.names = [n for n, s in ARRAY_SPECS.items() if s.required or n in optional_arrays]
-        self._version = VersionWriter(self.location, data_version)
+        self._version = VersionWriter(self.location, data_version, resume=resume)
         self.path = self._version.path
+        shapes = {name: expected_shape(name, self.num_examples, skeleton.num_joints, int(self.attrs["image_size"]))
+                  for name in self.names}
         try:
-            self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
-            self.arrays = {}
-            for name in self.names:
-                shape = expected_shape(name, self.num_examples, skeleton.num_joints, int(self.attrs["image_size"]))
-                fill = np.nan if ARRAY_SPECS[name].dtype == "float32" else 0
-                self.arrays[name] = self.group.create_array(
-                    name, shape=shape, dtype=ARRAY_SPECS[name].dtype, fill_value=fill, **array_layout(name, shape))
+            self.resume_from = self._written_so_far(shapes) if self._version.resumed else 0
+            if self.resume_from == 0:
+                self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+                self.arrays = {}
+                for name, shape in shapes.items():
+                    fill = np.nan if ARRAY_SPECS[name].dtype == "float32" else 0
+                    self.arrays[name] = self.group.create_array(
+                        name, shape=shape, dtype=ARRAY_SPECS[name].dtype, fill_value=fill, **array_layout(name, shape))
         except BaseException:
             self._version.discard()
             raise
         self._finished = False
+
+    def _written_so_far(self, shapes: dict) -> int:
+        """Examples a dead writer of this version wrote (0: start over), opening its arrays to go on."""
+        try:
+            done = int(json.loads((self.path / _PROGRESS_FILE).read_text())["examples_written"])
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            self.arrays = {name: self.group[name] for name in self.names}
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        if any(tuple(self.arrays[name].shape) != shape for name, shape in shapes.items()):
+            return 0
+        return min(max(done, 0), self.num_examples)
+
+    def mark_written(self, count: int) -> None:
+        """Record that the first ``count`` examples are written: a restart after a kill goes on from there."""
+        write_file_atomically(self.path / _PROGRESS_FILE, json.dumps({"examples_written": int(count)}).encode())
 
     def write(self, start: int, **arrays) -> None:
         for name, value in arrays.items():
@@ -192,6 +213,7 @@ class StoreWriter:
             self.attrs["num_examples"] = self.num_examples
             self.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self.group.attrs.update(self.attrs)
+            (self.path / _PROGRESS_FILE).unlink(missing_ok=True)
             self._finished = True
         return self.path
 
@@ -221,7 +243,7 @@ def array_layout(name: str, shape: tuple) -> dict:
               "config": {"write_empty_chunks": True}}
     if name == "image":
         # one example per inner chunk for random access; shards keep the file count low (DVC hashes files)
-        return {**layout, "chunks": (1, *shape[1:]), "shards": (min(_IMAGES_PER_SHARD, max(shape[0], 1)), *shape[1:])}
+        return {**layout, "chunks": (1, *shape[1:]), "shards": (min(IMAGES_PER_SHARD, max(shape[0], 1)), *shape[1:])}
     return {**layout, "chunks": (min(_META_ROWS_PER_CHUNK, max(shape[0], 1)), *shape[1:])}
 
 

@@ -96,17 +96,23 @@ class VersionWriter:
     ``path`` is where the caller writes the version (a folder or a file, as ``suffix`` says).
     """
 
-    def __init__(self, location, data_version: str | None = None, suffix: str = ".zarr"):
+    def __init__(self, location, data_version: str | None = None, suffix: str = ".zarr", *, resume: bool = False):
         self.location = Path(location)
         self.data_version = data_version
         self.location.mkdir(parents=True, exist_ok=True)
-        _remove_dead_writers(self.location)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        self.name = f"{stamp}-{(data_version or 'unversioned')[:12]}-{uuid.uuid4().hex[:8]}{suffix}"
+        # ``resume``: take over the unpublished version of a writer of the same data version that died
+        orphan = _orphan_of(self.location, data_version, suffix) if resume and data_version else None
+        self.resumed = orphan is not None
+        if orphan is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            orphan = f"{stamp}-{(data_version or 'unversioned')[:12]}-{uuid.uuid4().hex[:8]}{suffix}"
+        self.name = orphan
         self.path = self.location / self.name
         # the mark exists before the version does, so a concurrent prune never takes a version being written
         self._mark = self.location / (self.name + WRITING_MARK)
-        self._mark.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        write_file_atomically(self._mark, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                      "data_version": data_version}).encode())
+        _remove_dead_writers(self.location)
         self.published = False
 
     def publish(self) -> Path:
@@ -206,6 +212,21 @@ def collect_garbage(root, *, dry_run: bool = False) -> list[Path]:
         for path in found:
             _remove(path)
     return found
+
+
+def _orphan_of(location: Path, data_version: str, suffix: str) -> str | None:
+    """The newest version a dead writer of ``data_version`` left unpublished at ``location``, if any."""
+    candidates = []
+    for mark in location.glob(f"*{suffix}{WRITING_MARK}"):
+        try:
+            owner = json.loads(mark.read_text())
+        except (OSError, ValueError):
+            continue
+        version = mark.name[:-len(WRITING_MARK)]
+        if (owner.get("data_version") == data_version and not _writer_alive(mark)
+                and (location / version).exists()):
+            candidates.append(version)
+    return max(candidates) if candidates else None  # names start with a UTC time stamp
 
 
 def _remove_dead_writers(location: Path) -> None:

@@ -102,6 +102,7 @@ class PipelineConfig:
     demo_size: str
     demo_seed: int
     training: TrainingSettings | None = None
+    conversion_workers: int = 0  # processes that decode and crop images (0: the converting process itself)
     acae: AcaeSettings = AcaeSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
@@ -392,7 +393,8 @@ def _parse(raw, path: Path) -> PipelineConfig:
     read_path = _path(path.parent)
     top = _section({
         "demo": _section({"size": _choice(DEMO_SIZES, "demo sizes"), "seed": _integer(0)}),
-        "store": _section({"root": read_path, "image_size": _integer(1)}, ("root", "image_size")),
+        "store": _section({"root": read_path, "image_size": _integer(1), "workers": _integer(0)},
+                          ("root", "image_size")),
         "pseudo_gt": _section({**_PSEUDO_GT_RULES, "datasets": _by_dataset(_section(_PSEUDO_GT_RULES))}),
         "datasets": _by_dataset(_dataset_entry(read_path)),
         "training": _training,
@@ -422,6 +424,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
     return PipelineConfig(
         path=path, datasets=datasets, store_root=store["root"], image_size=store["image_size"],
         demo_size=demo.get("size", "demo"), demo_seed=demo.get("seed", 0),
+        conversion_workers=store.get("workers", 0),
         training=training, acae=acae, benchmark=benchmark)
 
 

@@ -72,7 +72,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         checks = []
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
                          dataset_name=entry.name, image_size=config.image_size, progress=context.log.info,
-                         options=entry.options, data_version=version, gate=blocking_checks_gate(context, "dataset", checks))
+                         options=entry.options, data_version=version, workers=config.conversion_workers, gate=blocking_checks_gate(context, "dataset", checks))
         store = open_store(result.path)
         return dg.MaterializeResult(
             metadata=store_metadata(store, result.seconds),

@@ -52,7 +52,7 @@ def test_every_converter_on_a_tiny_world(tiny_world, tmp_path, name):
 
 
 def test_registry_has_a_converter_for_every_demo_dataset():
-    assert set(SYNTHETIC_DATASETS) | {"pose2sim_demo"} == set(CONVERTERS)  # pose2sim: tests/test_pose2sim.py
+    assert set(SYNTHETIC_DATASETS) | {"pose2sim_demo"} <= set(CONVERTERS)  # pose2sim: tests/test_pose2sim.py
     with pytest.raises(KeyError, match="known converters"):
         get_converter("h36m_official")
 

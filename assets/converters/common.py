@@ -8,7 +8,9 @@ and stream everything into an atomically written canonical store.
 
 import json
 import logging
+import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from assets.converters.interface import ConverterOptions, resolve_options
 from assets.converters.raw_io import RawDataError
 from assets.converters.video import VideoFrames
 from assets.skeletons import get_skeleton
-from assets.store import SPLITS, StoreWriter, fingerprint_paths
+from assets.store import IMAGES_PER_SHARD, SPLITS, StoreWriter, fingerprint_paths
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ DEFAULT_IMAGE_SIZE = 128
 BOX_PADDING = 1.3
 # Uncalibrated images get a narrow-FOV pinhole, as MeTRAbs does for 2D-only data
 ASSUMED_FOV_DEGREES = 8.0
-_WRITE_BATCH = 64
 
 
 @dataclass
@@ -84,10 +85,6 @@ def image_of(example: RawExample, videos: VideoFrames) -> np.ndarray:
     if example.frame_index is not None:
         return videos.frame(example.image_path, example.frame_index)
     return load_image(example.image_path)
-
-
-def _decode_order(example: RawExample) -> tuple:
-    return ("", -1) if example.frame_index is None else (str(example.image_path), example.frame_index)
 
 
 def _kept(example: RawExample, options: ConverterOptions) -> bool:
@@ -166,9 +163,80 @@ def canonical_crop(example: RawExample, image: np.ndarray, image_size: int) -> d
     }
 
 
-def _codes(values: list[str]) -> tuple[list[str], dict]:
-    table = sorted(set(values))
-    return table, {v: i for i, v in enumerate(table)}
+@dataclass
+class _Survey:
+    """What the annotations say before any image is read: counts and code tables, no per-example data."""
+
+    count: int = 0
+    values: dict = field(default_factory=lambda: {key: set() for key in CODED_KEYS})
+    has_confidence: bool = False
+    has_pose3d: bool = False
+    intrinsics_assumed: bool = False
+
+    def add(self, example: RawExample) -> None:
+        self.count += 1
+        for key in CODED_KEYS:
+            self.values[key].add(getattr(example, key))
+        self.has_confidence |= example.confidence is not None
+        self.has_pose3d |= example.pose3d is not None
+        self.intrinsics_assumed |= example.assumed_camera
+
+    def code_maps(self) -> dict[str, dict[str, int]]:
+        return {key: {value: i for i, value in enumerate(sorted(values))} for key, values in self.values.items()}
+
+
+CODED_KEYS = ("subject", "sequence", "camera")
+
+
+def _examples(converter: ModuleType, raw_root: Path, options: ConverterOptions, skeleton):
+    """The converter's examples that the options keep, each checked against the schema's expectations."""
+    for example in converter.read_examples(raw_root, options):
+        if not _kept(example, options):
+            continue
+        for name in ("pose3d", "pose2d"):
+            arr = getattr(example, name)
+            if arr is not None and arr.shape[0] != skeleton.num_joints:
+                raise RawDataError(example.image_path, name, f"{skeleton.num_joints} joints of {skeleton.name}",
+                                   f"{arr.shape[0]}")
+        if example.split not in SPLITS:
+            raise RawDataError(example.image_path, "split", f"one of {SPLITS}", repr(example.split))
+        yield example
+
+
+def _batches(examples, size: int, skip: int = 0):
+    batch = []
+    for i, example in enumerate(examples):
+        if i < skip:
+            continue
+        batch.append(example)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_worker_videos: VideoFrames | None = None
+
+
+def _crop_batch(batch: list[RawExample], image_size: int) -> list[dict]:
+    """Decode and crop one batch (in a worker process, or in this one)."""
+    global _worker_videos
+    if _worker_videos is None:
+        _worker_videos = VideoFrames()
+    return [canonical_crop(ex, image_of(ex, _worker_videos), image_size) for ex in batch]
+
+
+def _batch_columns(batch: list[RawExample], crops: list[dict], code_maps: dict, survey: _Survey, num_joints: int):
+    columns = {k: np.stack([c[k] for c in crops]) for k in crops[0]}
+    columns["split"] = np.array([SPLITS.index(ex.split) for ex in batch])
+    columns["frame"] = np.array([ex.frame for ex in batch])
+    for key in CODED_KEYS:
+        columns[key] = np.array([code_maps[key][getattr(ex, key)] for ex in batch])
+    if survey.has_confidence:
+        columns["confidence2d"] = np.stack([
+            ex.confidence if ex.confidence is not None else np.ones(num_joints) for ex in batch])
+    return columns
 
 
 def convert(
@@ -182,9 +250,14 @@ def convert(
     options: ConverterOptions | dict | None = None,
     data_version: str | None = None,
     gate: Callable[[Path], None] | None = None,
+    workers: int = 0,
 ) -> ConversionResult:
     """Parse ``raw_root`` with ``converter`` and publish a new version of the canonical store at ``out_path``.
 
+    Streams: the annotations are read twice (once to count and to build the code tables, once to write),
+    and images are decoded, cropped and written one shard (``IMAGES_PER_SHARD`` examples) at a time, by
+    ``workers`` processes (0: in this process), so memory does not grow with the dataset. A conversion of
+    the same inputs (``data_version``) that was killed goes on from the shards already written.
     ``gate`` sees the finished, unpublished version and raises to refuse it (e.g. failed blocking
     checks): the version is discarded and the previous one stays current.
     """
@@ -195,26 +268,16 @@ def convert(
         raise RawDataError(raw_root, None, "a raw dataset folder", "no such folder")
     if not isinstance(options, ConverterOptions):
         options = resolve_options(converter, options)
-    examples = [ex for ex in converter.read_examples(raw_root, options) if _kept(ex, options)]
-    if not examples:
-        raise RawDataError(raw_root, None, "at least one example", "none found")
     skeleton = get_skeleton(converter.SKELETON)
-    for ex in examples:
-        for name in ("pose3d", "pose2d"):
-            arr = getattr(ex, name)
-            if arr is not None and arr.shape[0] != skeleton.num_joints:
-                raise RawDataError(ex.image_path, name, f"{skeleton.num_joints} joints of {skeleton.name}",
-                                   f"{arr.shape[0]}")
-    unknown_splits = sorted({ex.split for ex in examples} - set(SPLITS))
-    if unknown_splits:
-        raise ValueError(f"converter {converter.NAME}: unknown splits {unknown_splits}; expected {SPLITS}")
+    survey = _Survey()
+    for example in _examples(converter, raw_root, options, skeleton):
+        survey.add(example)
+    if not survey.count:
+        raise RawDataError(raw_root, None, "at least one example", "none found")
 
     fingerprint = fingerprint_paths([raw_root], extra=f"{converter.NAME}:{converter.VERSION}:{image_size}:"
                                                       f"{json.dumps(options.as_dict(), sort_keys=True)}")
-    code_tables, code_maps = {}, {}
-    for key in ("subject", "sequence", "camera"):
-        code_tables[key], code_maps[key] = _codes([getattr(ex, key) for ex in examples])
-    has_confidence = any(ex.confidence is not None for ex in examples)
+    code_maps = survey.code_maps()
     attrs = {
         "dataset": dataset_name or converter.NAME,
         "skeleton": skeleton.name,
@@ -223,37 +286,53 @@ def convert(
         "raw_fingerprint": fingerprint,
         "raw_root": str(raw_root),
         "image_size": image_size,
-        "codes": {**code_tables, "split": list(SPLITS)},
-        "has_pose3d": any(ex.pose3d is not None for ex in examples),
-        "intrinsics_assumed": any(ex.assumed_camera for ex in examples),
+        "codes": {**{key: list(table) for key, table in code_maps.items()}, "split": list(SPLITS)},
+        "has_pose3d": survey.has_pose3d,
+        "intrinsics_assumed": survey.intrinsics_assumed,
         "converter_options": options.as_dict(),
     }
-    report(f"{attrs['dataset']}: {len(examples)} examples parsed from {raw_root}")
-    optional = ("confidence2d",) if has_confidence else ()
-    # video frames decode fastest in file order
-    examples.sort(key=_decode_order)
-    videos = VideoFrames()
-    with videos, StoreWriter(out_path, len(examples), attrs, optional_arrays=optional,
-                             data_version=data_version) as writer:
-        for start in range(0, len(examples), _WRITE_BATCH):
-            batch = examples[start:start + _WRITE_BATCH]
-            crops = [canonical_crop(ex, image_of(ex, videos), image_size) for ex in batch]
-            columns = {k: np.stack([c[k] for c in crops]) for k in crops[0]}
-            columns["split"] = np.array([SPLITS.index(ex.split) for ex in batch])
-            columns["frame"] = np.array([ex.frame for ex in batch])
-            for key in ("subject", "sequence", "camera"):
-                columns[key] = np.array([code_maps[key][getattr(ex, key)] for ex in batch])
-            if has_confidence:
-                columns["confidence2d"] = np.stack([
-                    ex.confidence if ex.confidence is not None else np.ones(skeleton.num_joints) for ex in batch])
-            writer.write(start, **columns)
-            done = start + len(batch)
-            if done == len(examples) or (done // _WRITE_BATCH) % 8 == 0:
-                report(f"{attrs['dataset']}: {done}/{len(examples)} examples "
-                       f"({time.perf_counter() - started:.1f} s)")
+    total = survey.count
+    report(f"{attrs['dataset']}: {total} examples in the annotations of {raw_root}")
+    optional = ("confidence2d",) if survey.has_confidence else ()
+    with StoreWriter(out_path, total, attrs, optional_arrays=optional, data_version=data_version,
+                     resume=data_version is not None) as writer:
+        done = writer.resume_from
+        if done:
+            report(f"{attrs['dataset']}: going on from example {done} of {total}, written by a conversion that stopped")
+        batches = _batches(_examples(converter, raw_root, options, skeleton), IMAGES_PER_SHARD, skip=done)
+        resumed_at, write_started = done, time.perf_counter()
+        for batch, crops in _cropped(batches, image_size, workers):
+            writer.write(done, **_batch_columns(batch, crops, code_maps, survey, skeleton.num_joints))
+            done += len(batch)
+            writer.mark_written(done)
+            rate = (done - resumed_at) / max(time.perf_counter() - write_started, 1e-9)
+            report(f"{attrs['dataset']}: {done}/{total} examples, {rate:.0f}/s, "
+                   f"ETA {(total - done) / max(rate, 1e-9):.0f} s")
+        if done != total:
+            raise RawDataError(raw_root, None, f"the same {total} examples on a second read of the annotations",
+                               f"{done} (did the raw folder change during the conversion?)")
         path = writer.commit(gate)
         counts = dict(writer.attrs["counts"])
     seconds = time.perf_counter() - started
     report(f"{attrs['dataset']}: wrote {path} in {seconds:.1f} s ({counts})")
-    return ConversionResult(path=Path(path), num_examples=len(examples), counts=counts, seconds=seconds,
+    return ConversionResult(path=Path(path), num_examples=total, counts=counts, seconds=seconds,
                             raw_fingerprint=fingerprint, attrs=attrs)
+
+
+def _cropped(batches, image_size: int, workers: int):
+    """(batch, crops) in order; with workers, a few batches ahead at most, so memory stays bounded."""
+    if workers <= 0:
+        for batch in batches:
+            yield batch, _crop_batch(batch, image_size)
+        return
+    # spawn: the parent may hold threads (Dagster) and open decoders that a fork would copy
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pending = deque()
+        for batch in batches:
+            pending.append((batch, pool.apply_async(_crop_batch, (batch, image_size))))
+            if len(pending) > 2 * workers:
+                done_batch, result = pending.popleft()
+                yield done_batch, result.get()
+        while pending:
+            done_batch, result = pending.popleft()
+            yield done_batch, result.get()

@@ -12,8 +12,10 @@ A converter is a module (``assets/converters/<module>.py``, registered in ``asse
     read_examples(raw_root: Path, options: ConverterOptions) -> Iterable[RawExample]
 
 ``read_examples`` parses annotation files only; images are loaded later by ``convert`` (from image files,
-or decoded from videos), so it should yield examples lazily. Importing a converter module must have no
-side effects and import no heavy or optional package at module level.
+or decoded from videos), so it should yield examples lazily, and, for videos, the frames of one video
+one after another in ascending order (the decoder then never seeks back). ``convert`` calls it twice
+(to count, then to write): it must yield the same examples in the same order each time. Importing a
+converter module must have no side effects and import no heavy or optional package at module level.
 """
 
 from collections.abc import Iterable
