@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     verify = sub.add_parser("verify", help="read every chunk of the published stores and check it (checksums, "
                                            "missing files, schema)")
     verify.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
+    sub.add_parser("datasets", help="list the converters, and check that each configured raw folder looks like "
+                                    "what its converter expects (a few examples parsed, their images read)")
     collect = sub.add_parser("gc", help="remove artifact versions that no pointer references")
     collect.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     args = parser.parse_args(argv)
@@ -243,6 +245,8 @@ def dispatch(args, load_config) -> int:
         return verify_stores(config, _selected(config, args.datasets))
     if args.command == "gc":
         return collect_garbage_command(config, dry_run=args.dry_run)
+    if args.command == "datasets":
+        return diagnose_datasets(config)
 
     if args.command == "generate":
         generate(config, force=args.force)
@@ -284,6 +288,35 @@ def verify_stores(config, names: list[str]) -> int:
     print(f"\n{len(locations) - bad} of {len(locations)} stores verified"
           + (f"; {bad} damaged or missing: re-convert them with `dozens convert --force NAME`" if bad else ""))
     return 1 if bad else 0
+
+
+def diagnose_datasets(config) -> int:
+    """The converters, then each configured dataset's raw folder checked by parsing a sample (exit 1: a problem)."""
+    from assets.converters import CONVERTERS, get_converter
+    from assets.converters.common import sample_examples
+
+    print(f"{'converter':<20} {'skeleton':<18} {'frame_step':>10}  cameras (default)")
+    for name in sorted(CONVERTERS):
+        converter = get_converter(name)
+        cameras = getattr(converter, "DEFAULT_CAMERAS", getattr(converter, "CAMERAS", ()))
+        print(f"{name:<20} {converter.SKELETON:<18} {getattr(converter, 'DEFAULT_FRAME_STEP', 1):>10}  "
+              f"{', '.join(cameras) if cameras else '-'}")
+    print(f"\nconfigured datasets ({config.path})")
+    problems = 0
+    for name, entry in sorted(config.datasets.items()):
+        started = time.perf_counter()
+        try:
+            sample = sample_examples(get_converter(entry.converter), entry.raw, entry.options)
+        except Exception as exc:
+            problems += 1
+            print(f"{name:<20} {entry.converter:<18} PROBLEM: {exc}")
+            continue
+        sizes = sorted({f"{image.shape[1]}x{image.shape[0]}" for _, image in sample})
+        print(f"{name:<20} {entry.converter:<18} ok: {len(sample)} examples parsed, images {', '.join(sizes)} "
+              f"({time.perf_counter() - started:.1f} s) in {entry.raw}")
+    print(f"\n{len(config.datasets) - problems} of {len(config.datasets)} raw folders look convertible"
+          + (f"; {problems} with problems (see docs/datasets.md for the layouts)" if problems else ""))
+    return 1 if problems else 0
 
 
 def collect_garbage_command(config, *, dry_run: bool) -> int:

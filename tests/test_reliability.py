@@ -183,3 +183,17 @@ def test_a_folder_swap_killed_between_its_renames_is_put_back(tmp_path):
     (staged / "new.txt").write_text("new")
     swap_into_place(staged, final)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"] and (final / "new.txt").exists()
+
+
+def test_dozens_datasets_diagnoses_a_wrongly_pointed_folder(tiny_world, tmp_path, monkeypatch, capsys):
+    write_config(tmp_path, tiny_world, ["demo_h36m", "demo_3dhp"])
+    assert _cli(tmp_path, monkeypatch, "datasets") == 0
+    out = capsys.readouterr().out
+    assert "demo_h36m" in out.split("configured datasets")[0]  # the converter list
+    assert out.count("ok: 3 examples parsed") == 2
+
+    config = tmp_path / "params.yaml"  # demo_3dhp pointed at demo_h36m's folder
+    config.write_text(config.read_text().replace(str(tiny_world / "demo_3dhp"), str(tiny_world / "demo_h36m")))
+    assert _cli(tmp_path, monkeypatch, "datasets") == 1
+    problem = [line for line in capsys.readouterr().out.splitlines() if "PROBLEM" in line]
+    assert len(problem) == 1 and problem[0].startswith("demo_3dhp") and str(tiny_world / "demo_h36m") in problem[0]

@@ -203,6 +203,25 @@ def _examples(converter: ModuleType, raw_root: Path, options: ConverterOptions, 
         yield example
 
 
+def sample_examples(converter: ModuleType, raw_root, options: ConverterOptions | dict | None = None,
+                    count: int = 3) -> list[tuple[RawExample, np.ndarray]]:
+    """The first ``count`` examples with their images: a cheap check that a raw folder fits its converter."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise RawDataError(raw_root, None, "a raw dataset folder", "no such folder")
+    if not isinstance(options, ConverterOptions):
+        options = resolve_options(converter, options)
+    sample = []
+    with VideoFrames() as videos:
+        for example in _examples(converter, raw_root, options, get_skeleton(converter.SKELETON)):
+            sample.append((example, image_of(example, videos)))
+            if len(sample) == count:
+                break
+    if not sample:
+        raise RawDataError(raw_root, None, "at least one example", "none found")
+    return sample
+
+
 def _batches(examples, size: int, skip: int = 0):
     batch = []
     for i, example in enumerate(examples):
