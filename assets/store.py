@@ -8,7 +8,6 @@ array and chunk. Reads are lazy: opening a store reads metadata and lists chunk 
 one chunk per array.
 """
 
-import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -120,21 +119,6 @@ def _validate_values(arrays: dict, attrs: dict, where: str) -> None:
     if not np.all(np.isfinite(intr)):
         bad = np.flatnonzero(~np.isfinite(intr).all(axis=(1, 2)))
         raise StoreSchemaError(f"{where}: array 'intrinsics' has non-finite values at examples {bad[:10].tolist()}")
-
-
-def fingerprint_paths(paths, extra: str = "") -> str:
-    """sha256 over relative paths and contents of all files under ``paths`` (files or folders)."""
-    digest = hashlib.sha256(extra.encode())
-    for root in sorted(Path(p) for p in paths):
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
-        for f in files:
-            rel = f.relative_to(root.parent).as_posix()
-            digest.update(rel.encode() + b"\0")
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            digest.update(b"\1")
-    return digest.hexdigest()
 
 
 class StoreWriter:

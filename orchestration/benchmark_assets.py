@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.store import fingerprint_paths
+from assets.file_hashes import fingerprint_paths
 from evaluation.benchmark import append_history, history_rows, mean_pose_baseline, results_markdown, score
 from evaluation.plots import bar_plot_png, line_plot_png
 from orchestration.code_versions import CODE_VERSIONS

@@ -12,11 +12,11 @@ import numpy as np
 from assets.converters import get_converter
 from assets.converters.common import convert
 from assets.preview import preview_png
-from assets.store import SPLITS, fingerprint_paths, open_store
+from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
-from orchestration.freshness import expected_signature
+from orchestration.freshness import expected_signature, hash_cache, raw_version
 from orchestration.metadata import png_markdown
 
 def store_metadata(store, seconds: float) -> dict:
@@ -42,8 +42,7 @@ def store_metadata(store, seconds: float) -> dict:
 
 def raw_data_versions(config: PipelineConfig) -> dict[str, str]:
     """Content hash of each dataset's raw folder: Dagster's data version of the raw source asset."""
-    return {name: fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
-            for name, entry in config.datasets.items()}
+    return {name: raw_version(config, name) for name in config.datasets}
 
 
 def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition, list]:
@@ -72,7 +71,8 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         checks = []
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
                          dataset_name=entry.name, image_size=config.image_size, progress=context.log.info,
-                         options=entry.options, data_version=version, workers=config.conversion_workers, gate=blocking_checks_gate(context, "dataset", checks))
+                         options=entry.options, data_version=version, workers=config.conversion_workers,
+                         hash_cache=hash_cache(config), gate=blocking_checks_gate(context, "dataset", checks))
         store = open_store(result.path)
         return dg.MaterializeResult(
             metadata=store_metadata(store, result.seconds),

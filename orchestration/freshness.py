@@ -12,6 +12,7 @@ import json
 
 import dagster as dg
 
+from assets.file_hashes import FileHashCache, default_cache_path, fingerprint_paths
 from assets.versions import published_data_version
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -46,13 +47,12 @@ def store_asset(config, dataset: str) -> tuple[str, str]:
 
 def expected_signature(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
     """The data version ``asset`` (``partition``) gets when materialised from the current inputs."""
-    from assets.store import fingerprint_paths
     from orchestration.code_versions import CODE_VERSIONS
 
     code = CODE_VERSIONS[asset]
     if asset == "dataset":
         entry = config.datasets[partition]
-        raw = fingerprint_paths([entry.raw]) if entry.raw.exists() else "missing"
+        raw = raw_version(config, partition)
         return input_signature(code, {"raw": raw}, {"converter": entry.converter, "image_size": config.image_size,
                                                      "options": entry.options.as_dict()})
     if asset == "pseudo_gt":
@@ -79,6 +79,16 @@ def expected_signature(config, instance: dg.DagsterInstance, asset: str, partiti
         return input_signature(code, upstream_versions(
             instance, [("final_model", None), ("initial_model", None), ("acae", None), store_asset(config, partition)]))
     raise KeyError(f"no signature rule for asset {asset!r}")
+
+
+def hash_cache(config) -> FileHashCache:
+    return FileHashCache(default_cache_path(config.store_root))
+
+
+def raw_version(config, dataset: str) -> str:
+    """Content hash of a dataset's raw folder (files unchanged since last time are not read again)."""
+    raw = config.datasets[dataset].raw
+    return fingerprint_paths([raw], cache=hash_cache(config)) if raw.exists() else "missing"
 
 
 def _network_settings(config) -> dict:

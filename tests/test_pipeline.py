@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from assets.file_hashes import FileHashCache
 from assets.versions import published_data_version
 from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
@@ -66,11 +67,15 @@ def test_the_autoencoder_report_compares_with_its_references(pipeline):
     assert all(f"| {method} | " in table for method in methods), table
 
 
-def test_second_run_does_nothing(pipeline):
+def test_second_run_does_nothing_and_reads_no_raw_file(pipeline, monkeypatch):
     config, instance, raw, first = pipeline
+    read = []
+    real_read = FileHashCache.read_digest
+    monkeypatch.setattr(FileHashCache, "read_digest", lambda self, file: read.append(file) or real_read(self, file))
     again = run_pipeline(config, instance, report=lambda _: None)
     assert _labels(again, "ran") == []
     assert len(_labels(again, "fresh")) == len(first)
+    assert read == []  # sizes and modification times are unchanged: no content is hashed again
 
 
 def test_changing_one_dataset_reruns_only_what_depends_on_it(pipeline):

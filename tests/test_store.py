@@ -11,7 +11,8 @@ import pytest
 
 import zarr
 
-from assets.store import (StoreCorruptionError, StoreSchemaError, StoreWriter, fingerprint_paths, missing_chunk_files,
+from assets.file_hashes import fingerprint_paths
+from assets.store import (StoreCorruptionError, StoreSchemaError, StoreWriter, missing_chunk_files,
                           open_store, write_store)
 from assets.versions import (POINTER, WRITING_MARK, PointerError, collect_garbage, garbage, published_data_version,
                              resolve)

@@ -24,7 +24,8 @@ from assets.converters.interface import ConverterOptions, resolve_options
 from assets.converters.raw_io import RawDataError
 from assets.converters.video import VideoFrames
 from assets.skeletons import get_skeleton
-from assets.store import IMAGES_PER_SHARD, SPLITS, StoreWriter, fingerprint_paths
+from assets.file_hashes import FileHashCache, fingerprint_paths
+from assets.store import IMAGES_PER_SHARD, SPLITS, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ def convert(
     data_version: str | None = None,
     gate: Callable[[Path], None] | None = None,
     workers: int = 0,
+    hash_cache: FileHashCache | None = None,
 ) -> ConversionResult:
     """Parse ``raw_root`` with ``converter`` and publish a new version of the canonical store at ``out_path``.
 
@@ -295,7 +297,8 @@ def convert(
         raise RawDataError(raw_root, None, "at least one example", "none found")
 
     fingerprint = fingerprint_paths([raw_root], extra=f"{converter.NAME}:{converter.VERSION}:{image_size}:"
-                                                      f"{json.dumps(options.as_dict(), sort_keys=True)}")
+                                                      f"{json.dumps(options.as_dict(), sort_keys=True)}",
+                                    cache=hash_cache)
     code_maps = survey.code_maps()
     attrs = {
         "dataset": dataset_name or converter.NAME,
