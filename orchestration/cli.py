@@ -20,7 +20,10 @@ def _dagster_instance():
     # An absolute DAGSTER_HOME makes CLI runs visible in `dagster dev` (same instance, same history)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # an empty file silences Dagster's "no instance config" warning
+    settings = home / "dagster.yaml"
+    if not settings.exists() or not settings.read_text().strip():
+        # a config file silences the "no instance config" warning; telemetry off silences its banner
+        settings.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     try:
         instance = dg.DagsterInstance.get()

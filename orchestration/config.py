@@ -111,6 +111,11 @@ class PipelineConfig:
         return self.store_root.parent / "models"
 
     @property
+    def logs_root(self) -> Path:
+        """One text file of Dagster's event log per run (the instance keeps them too)."""
+        return self.store_root.parent / "logs"
+
+    @property
     def benchmark_history_path(self) -> Path:
         return self.store_root.parent / "benchmarks" / "history.parquet"
 

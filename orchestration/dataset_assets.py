@@ -16,6 +16,7 @@ from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
+from orchestration.console import step_progress
 from orchestration.freshness import expected_signature, hash_cache, raw_version
 from orchestration.metadata import png_markdown
 
@@ -70,7 +71,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
         version = expected_signature(config, context.instance, "dataset", entry.name)
         checks = []
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
-                         dataset_name=entry.name, image_size=config.image_size, progress=context.log.info,
+                         dataset_name=entry.name, image_size=config.image_size, progress=step_progress(context),
                          options=entry.options, data_version=version, workers=config.conversion_workers,
                          hash_cache=hash_cache(config), gate=blocking_checks_gate(context, "dataset", checks))
         store = open_store(result.path)

@@ -23,6 +23,7 @@ from model.pseudo_labels import predict_all_skeletons
 from model.training import TrainingConfig, train
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
+from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
 
@@ -103,7 +104,7 @@ def build_model_assets(config: PipelineConfig) -> list:
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run = run_config(settings.initial)
         version = expected_signature(config, context.instance, "initial_model")
-        result = train(run, training_sources(config), models / "initial", progress=context.log.info,
+        result = train(run, training_sources(config), models / "initial", progress=step_progress(context),
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
@@ -115,7 +116,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         estimator = PoseEstimator.load(models / "initial" / "model.pt")
         stores = [config.training_store_path(name) for name in settings.batch_3d]
         labels = predict_all_skeletons(estimator, stores, examples_per_store=config.acae.pseudo_gt_examples_per_dataset,
-                                       progress=context.log.info)
+                                       progress=step_progress(context))
         write_zarr_group(all_skeleton_path, {"poses": labels["poses"], "dataset": labels["dataset"],
                                              "example": labels["example"]},
                          {"joint_names": labels["joint_names"], "datasets": labels["datasets"], "units": "mm",
@@ -137,7 +138,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         s = config.acae
         model = fit_acae(poses[~held_out], attrs["joint_names"], s.n_latent_sided, s.n_latent_center,
                          sparsity=s.sparsity, steps=s.steps, seed=0,
-                         progress=lambda p: context.log.info(str(p)))
+                         progress=step_progress(context))
         model.save(acae_path)
         rows = errors_per_skeleton(model, poses[held_out])
         share_sparse = sparsity(model)
@@ -161,7 +162,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         run = run_config(settings.final)
         version = expected_signature(config, context.instance, "final_model")
         result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),
-                       init_from=models / "initial" / "model.pt", progress=context.log.info,
+                       init_from=models / "initial" / "model.pt", progress=step_progress(context),
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 

@@ -14,6 +14,7 @@ from assets.store import open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
+from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
 
@@ -61,9 +62,9 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         version = expected_signature(config, context.instance, "pseudo_gt", name)
         source = open_store(config.dataset_store_path(name))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
-                                   min_views=settings.min_views, progress=context.log.info)
+                                   min_views=settings.min_views, progress=step_progress(context))
         checks = []
-        path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=context.log.info,
+        path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=step_progress(context),
                                      data_version=version, gate=blocking_checks_gate(context, "pseudo_gt", checks))
         store = open_store(path)
         return dg.MaterializeResult(

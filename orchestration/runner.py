@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import is_fresh
 
 
@@ -52,8 +53,8 @@ def failure_message(result) -> str:
 
 
 def _console_logging() -> dict:
-    """The steps' own progress (INFO) on the console; Dagster's per-event DEBUG stream only when verbose."""
-    level = "DEBUG" if os.environ.get("DOZENS_VERBOSE") else "INFO"
+    """Dagster's event stream on the console only when verbose; otherwise the instance and the run logs have it."""
+    level = "DEBUG" if os.environ.get("DOZENS_VERBOSE") else "CRITICAL"
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
@@ -80,14 +81,18 @@ def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = Non
             started = time.perf_counter()
             result = dg.materialize(all_assets, selection=[asset], partition_key=partition, instance=instance,
                                     raise_on_error=False, run_config=_console_logging())
+            PROGRESS.clear()
+            log = write_run_log(instance, result.run_id, config.logs_root / f"{time.strftime('%Y%m%dT%H%M%S')}-"
+                                f"{asset}{'-' + partition if partition else ''}-{result.run_id[:8]}.log")
             evaluations = result.get_asset_check_evaluations()
             failed = [e.check_name for e in evaluations if not e.passed]
             outcome = StepOutcome(asset, partition, "ran" if result.success else "failed",
                                   time.perf_counter() - started, len(evaluations), failed,
                                   None if result.success else failure_message(result))
             outcomes.append(outcome)
-            report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s"
-                   + (f"\n  {outcome.error}".replace("\n", "\n  ") if outcome.error else ""))
+            checks = f", {len(evaluations) - len(failed)}/{len(evaluations)} checks passed" if evaluations else ""
+            report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s{checks}"
+                   + (f"\n  {outcome.error}\n  (log: {log})".replace("\n", "\n  ") if outcome.error else ""))
         # a failed step stops everything after it: later stages depend on earlier ones
         broken = broken or any(o.status == "failed" for o in outcomes)
     return outcomes
