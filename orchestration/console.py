@@ -65,9 +65,11 @@ def write_run_log(instance, run_id: str, path: Path) -> Path:
     with open(path, "w") as out:
         for entry in instance.all_logs(run_id):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
-            kind = entry.dagster_event.event_type_value if entry.dagster_event else "LOG"
+            event = entry.dagster_event
+            kind = event.event_type_value if event else "LOG"
+            message = (event.message if event is not None and event.message else None) or entry.user_message
             out.write(f"{stamp} {entry.level if isinstance(entry.level, str) else _level_name(entry.level):<7} "
-                      f"{entry.step_key or '-'} {kind}: {entry.user_message}\n")
+                      f"{entry.step_key or '-'} {kind}: {message}\n")
             if entry.dagster_event and entry.dagster_event.event_type_value == "STEP_FAILURE":
                 error = entry.dagster_event.step_failure_data.error
                 while error is not None:
