@@ -46,3 +46,12 @@ def test_acae_benchmark_says_what_is_missing_or_unknown(tmp_path, capsys):
     with pytest.raises(SystemExit):
         acae_benchmark.main(["--datasets", "demo,everything"])
     assert "unknown ['everything']" in capsys.readouterr().err
+
+
+def test_conversion_benchmark_prints_a_row_per_size_and_worker_count(capsys):
+    from benchmarks import conversion
+
+    conversion.main(["--frames", "3", "--takes", "1", "--scale", "0.1", "--workers", "1", "--image-size", "32"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [int(row[0]) for row in rows[1:]] == [12, 48]  # 1 take x 4 cameras x 3 (then 12) frames
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows[1:])
