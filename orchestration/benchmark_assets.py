@@ -11,10 +11,10 @@ import dagster as dg
 from assets.file_hashes import fingerprint_paths
 from evaluation.benchmark import append_history, history_rows, mean_pose_baseline, results_markdown, score
 from evaluation.plots import bar_plot_png, line_plot_png
-from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
+from orchestration.stages import asset_code_version, store_input
 
 
 def file_fingerprint(path) -> str:
@@ -30,8 +30,13 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
               "final": config.models_root / "final" / "model.pt"}
     acae_path = config.models_root / "acae.pt"
 
-    @dg.asset(partitions_def=partitions, deps=["final_model", "initial_model", "acae"],
-              code_version=CODE_VERSIONS["benchmark"], group_name="benchmarks", kinds={"parquet"},
+    stores = [store_input(config, name) for name in names]
+    store_deps = [dg.AssetDep(kind, partition_mapping=dg.StaticPartitionMapping(
+                      {name: name for stage, name in stores if stage == kind}))
+                  for kind in sorted({stage for stage, _ in stores})]
+
+    @dg.asset(partitions_def=partitions, deps=["final_model", "initial_model", "acae", *store_deps],
+              code_version=asset_code_version("benchmark"), group_name="benchmarks", kinds={"parquet"},
               description="Scores of the final (and initial) model on one test set; appended to the history.")
     def benchmark(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.acae import ACAE

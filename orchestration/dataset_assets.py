@@ -14,11 +14,11 @@ from assets.converters.common import convert
 from assets.preview import preview_png
 from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
-from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature, hash_cache, raw_version
 from orchestration.metadata import png_markdown
+from orchestration.stages import asset_code_version
 
 def store_metadata(store, seconds: float) -> dict:
     pose3d = store.load("pose3d")
@@ -60,7 +60,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
     @dg.asset(
         partitions_def=partitions,
         deps=[raw_dataset],
-        code_version=CODE_VERSIONS["dataset"],
+        code_version=asset_code_version("dataset"),
         group_name="datasets",
         kinds={"zarr"},
         description="Canonical Zarr store of one dataset (one partition per dataset).",

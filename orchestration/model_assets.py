@@ -9,23 +9,22 @@ Thin: the training loop (model.training), the autoencoder (model.acae), the pseu
 
 import dagster as dg
 import numpy as np
-import polars as pl
 
 from assets.artifacts import read_zarr_group, write_zarr_group
-from assets.store import open_store
 from evaluation.acae_report import (baseline_markdown, baseline_rows, errors_per_skeleton, latent_plot_png,
                                     markdown_table, sparsity)
 from evaluation.plots import line_plot_png
 from model.acae import ACAE, fit_acae
 from model.data import Source
 from model.estimator import PoseEstimator
+from model.pool import build_training_pool
 from model.pseudo_labels import predict_all_skeletons
 from model.training import TrainingConfig, train
-from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
+from orchestration.stages import asset_code_version
 
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
@@ -76,17 +75,11 @@ def build_model_assets(config: PipelineConfig) -> list:
                               abs_loss_start_step=max(1, run.steps // 6),
                               weak_perspective_steps=max(1, run.steps // 20))
 
-    @dg.asset(deps=pool_deps, code_version=CODE_VERSIONS["training_pool"], group_name="training", kinds={"parquet"},
+    @dg.asset(deps=pool_deps, code_version=asset_code_version("training_pool"), group_name="training", kinds={"parquet"},
               description="Index of every example the training runs draw from, with its store and batch part.")
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = expected_signature(config, context.instance, "training_pool")
-        frames = []
-        for source in training_sources(config):
-            store = open_store(source.store_path)
-            frames.append(store.index().with_columns(pl.lit(str(source.store_path)).alias("store"),
-                                                     pl.lit(source.part).alias("part"),
-                                                     pl.lit(store.attrs["skeleton"]).alias("skeleton")))
-        pool = pl.concat(frames, how="vertical_relaxed")
+        pool = build_training_pool(training_sources(config))
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = pool_path.with_suffix(".parquet.tmp")
         pool.write_parquet(tmp)
@@ -99,7 +92,7 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(pool_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[training_pool], code_version=CODE_VERSIONS["initial_model"], group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[training_pool, *pool_deps], code_version=asset_code_version("initial_model"), group_name="training", kinds={"pytorch"},
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run = run_config(settings.initial)
@@ -108,7 +101,7 @@ def build_model_assets(config: PipelineConfig) -> list:
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model], code_version=CODE_VERSIONS["all_skeleton_pseudo_gt"], group_name="training", kinds={"zarr"},
+    @dg.asset(deps=[initial_model, training_pool, *pool_deps], code_version=asset_code_version("all_skeleton_pseudo_gt"), group_name="training", kinds={"zarr"},
               description="Step 2a: the initial model's predictions of every skeleton's joints (flip TTA) on "
                           "training crops: dense poses in all formats for the autoencoder.")
     def all_skeleton_pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -128,7 +121,7 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(all_skeleton_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version=CODE_VERSIONS["acae"], group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version=asset_code_version("acae"), group_name="training", kinds={"pytorch"},
               description="Step 2b: the affine-combining autoencoder fit on the all-skeleton pseudo-GT.")
     def acae(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = expected_signature(config, context.instance, "acae")
@@ -155,7 +148,7 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(acae_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model, acae], code_version=CODE_VERSIONS["final_model"], group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=[initial_model, acae, training_pool, *pool_deps], code_version=asset_code_version("final_model"), group_name="training", kinds={"pytorch"},
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

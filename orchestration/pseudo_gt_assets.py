@@ -12,11 +12,11 @@ from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
 from assets.preview import preview_png
 from assets.store import open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
-from orchestration.code_versions import CODE_VERSIONS
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
+from orchestration.stages import asset_code_version
 
 
 def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
@@ -49,7 +49,7 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     @dg.asset(
         partitions_def=partitions,
         deps=[dg.AssetDep("dataset", partition_mapping=dg.StaticPartitionMapping({n: n for n in names}))],
-        code_version=CODE_VERSIONS["pseudo_gt"],
+        code_version=asset_code_version("pseudo_gt"),
         group_name="pseudo_gt",
         kinds={"zarr"},
         description="Multi-view 2D detections triangulated into 3D pseudo ground truth (robust, per sequence).",

@@ -9,6 +9,7 @@ import dagster as dg
 
 from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import is_fresh
+from orchestration.stages import pipeline_steps
 
 
 @dataclass
@@ -24,17 +25,6 @@ class StepOutcome:
     @property
     def label(self) -> str:
         return f"{self.asset}[{self.partition}]" if self.partition else self.asset
-
-
-def pipeline_steps(config) -> list[tuple[str, list]]:
-    """(asset, partitions) in dependency order, as far as the config defines stages."""
-    steps = [("dataset", sorted(config.datasets)), ("pseudo_gt", config.multiview_datasets)]
-    if config.training is not None:
-        steps += [(name, [None]) for name in
-                  ("training_pool", "initial_model", "all_skeleton_pseudo_gt", "acae", "final_model")]
-        if config.benchmark.datasets:
-            steps.append(("benchmark", list(config.benchmark.datasets)))
-    return [(asset, partitions) for asset, partitions in steps if partitions]
 
 
 def failure_message(result) -> str:

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 
@@ -13,3 +14,18 @@ def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_world") / "raw"
     generate_world(root, size="tiny", seed=0)
     return root
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch):
+    """The project's packages in a scratch folder that code versions are read from, to edit freely."""
+    from orchestration import code_versions
+
+    copy = tmp_path / "project"
+    for package in code_versions.PROJECT_PACKAGES:
+        shutil.copytree(code_versions.PROJECT_ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_versions, "PROJECT_ROOT", copy)
+    code_versions.module_closure.cache_clear()
+    yield copy
+    code_versions.module_closure.cache_clear()

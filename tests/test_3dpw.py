@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from assets.converters import get_converter
-from assets.converters import threedpw
 from assets.converters.common import convert
 from assets.converters.interface import OptionError, resolve_options
 from assets.converters.raw_io import RawDataError
@@ -40,6 +39,8 @@ INVALID_CAMPOSE = (TWO, 0, 2)  # actor 0 of TWO has no valid camera pose in fram
 UNDETECTED = (TWO, 1, 1)  # actor 1 of TWO has an all-zero poses2d in frame 1
 ACTOR_X_MM = (0.0, 900.0)
 EXPECTED_COUNTS = {"train": 6, "val": 3, "test": 3}
+
+threedpw = get_converter("3dpw")  # the module is named after the converter: assets/converters/3dpw.py
 
 
 # -- writing pickles as Python 2 did -------------------------------------------------------------------

@@ -78,6 +78,17 @@ def test_second_run_does_nothing_and_reads_no_raw_file(pipeline, monkeypatch):
     assert read == []  # sizes and modification times are unchanged: no content is hashed again
 
 
+def test_editing_the_training_code_retrains_and_reruns_what_follows(pipeline, project_copy):
+    config, instance, raw, first = pipeline
+    assert _labels(run_pipeline(config, instance, report=lambda _: None), "ran") == []  # the copy is the same code
+    training = project_copy / "model" / "training.py"
+    training.write_text(training.read_text().replace("def learning_rate_at(", "def learning_rate_at(  # edited\n", 1))
+    outcomes = run_pipeline(config, instance, report=lambda _: None)
+    assert _labels(outcomes, "ran") == sorted(["initial_model", "all_skeleton_pseudo_gt", "acae", "final_model",
+                                               "benchmark[demo_h36m]", "benchmark[demo_smpl]"])
+    assert "training_pool" in _labels(outcomes, "fresh") and "dataset[demo_h36m]" in _labels(outcomes, "fresh")
+
+
 def test_changing_one_dataset_reruns_only_what_depends_on_it(pipeline):
     config, instance, raw, first = pipeline
     sequence = sorted((raw / "demo_smpl" / "sequenceFiles").glob("*/*.npz"))[0]

@@ -13,7 +13,7 @@ CONVERTERS = {
     "h36m": "assets.converters.h36m",
     "mpi_inf_3dhp": "assets.converters.mpi_inf_3dhp",
     "mpi_inf_3dhp_test": "assets.converters.mpi_inf_3dhp_test",
-    "3dpw": "assets.converters.threedpw",
+    "3dpw": "assets.converters.3dpw",
 }
 
 

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import zlib
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ import numpy as np
 from assets.cameras import Camera
 from assets.converters.common import RawExample
 from assets.converters.interface import ConverterOptions, OptionError
-from assets.converters.raw_io import RawDataError, require_file
+from assets.converters.mpi_inf_3dhp_joints import OFFICIAL_JOINTS, joint_order
+from assets.converters.raw_io import RawDataError, check_millimetres, require_file
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,6 @@ DEFAULT_FRAME_STEP = 5  # PosePile: frame_step = 5
 EXTRA_OPTIONS = {"val_subjects": []}
 
 CALIBRATION_HEADER = "Skeletool Camera Calibration File V1.0"
-# mpii_get_joint_set.m 'all_joint_names' (annot2/annot3 column order) -> the project's mpi_inf_3dhp_28 names
-OFFICIAL_JOINTS = {
-    "spine3": "thor", "spine4": "spi4", "spine2": "spi2", "spine": "spin", "pelvis": "pelv", "neck": "neck",
-    "head": "head", "head_top": "htop", "left_clavicle": "lcla", "left_shoulder": "lsho", "left_elbow": "lelb",
-    "left_wrist": "lwri", "left_hand": "lhan", "right_clavicle": "rcla", "right_shoulder": "rsho",
-    "right_elbow": "relb", "right_wrist": "rwri", "right_hand": "rhan", "left_hip": "lhip", "left_knee": "lkne",
-    "left_ankle": "lank", "left_foot": "lfoo", "left_toe": "ltoe", "right_hip": "rhip", "right_knee": "rkne",
-    "right_ankle": "rank", "right_foot": "rfoo", "right_toe": "rtoe",
-}
 # video frames per sequence (Seq1, Seq2) from the toolkit's mpii_get_sequence_info.m, as in PosePile
 SEQUENCE_FRAMES = {
     "S1": (6416, 12430), "S2": (6502, 6081), "S3": (12488, 12283), "S4": (6171, 6675),
@@ -58,42 +49,11 @@ SEQUENCE_FRAMES = {
 }
 # videos shorter than their sequence: S6/Seq2 video_2.avi (PosePile; margipose's blacklist)
 SHORT_VIDEOS = {("S6", "Seq2", 2): 3911}
-# below this median bone length (mm) the labels are in metres (real bones are 30-500 mm)
-MIN_MEDIAN_BONE_MM = 10.0
 # a calibration printed with ~7 significant digits is orthonormal to ~1e-6
 ROTATION_TOLERANCE = 1e-3
 
 _CALIBRATION_FIELDS = {"sensor": 2, "size": 2, "animated": 1, "intrinsic": 16, "extrinsic": 16, "radial": 1}
 _MAT_ERRORS = (ValueError, TypeError, IndexError, KeyError, OSError, EOFError, zlib.error)
-
-
-@lru_cache(maxsize=None)
-def joint_order(skeleton_name: str, official_names: tuple[str, ...]) -> np.ndarray:
-    """Indices into the official column order, one per joint of ``skeleton_name``, matched by name."""
-    from assets.skeletons import get_skeleton
-
-    project = [OFFICIAL_JOINTS[name] for name in official_names]
-    skeleton = get_skeleton(skeleton_name)
-    if sorted(project) != sorted(skeleton.joint_names):
-        raise ValueError(f"{skeleton_name}: joints {skeleton.joint_names} differ from the official {project}")
-    return np.array([project.index(name) for name in skeleton.joint_names])
-
-
-def median_bone_mm(poses: np.ndarray, skeleton_name: str) -> float:
-    """Median length over the skeleton's edges of the labelled poses [N, J, 3] (NaN if nothing is labelled)."""
-    from assets.skeletons import get_skeleton
-
-    edges = np.array(get_skeleton(skeleton_name).edges)
-    lengths = np.linalg.norm(poses[:, edges[:, 0]] - poses[:, edges[:, 1]], axis=-1)
-    lengths = lengths[np.isfinite(lengths)]
-    return float(np.median(lengths)) if lengths.size else float("nan")
-
-
-def check_millimetres(poses: np.ndarray, path: Path, field: str, skeleton_name: str) -> None:
-    median = median_bone_mm(poses, skeleton_name)
-    if np.isfinite(median) and median < MIN_MEDIAN_BONE_MM:
-        raise RawDataError(path, field, f"millimetres (median bone >= {MIN_MEDIAN_BONE_MM:g})",
-                           f"a median bone of {median:.3g} (metres?)")
 
 
 # -- camera.calibration --------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import numpy as np
 from assets.cameras import Camera
 from assets.converters.common import RawExample
 from assets.converters.interface import ConverterOptions
-from assets.converters.mpi_inf_3dhp import check_millimetres, joint_order
-from assets.converters.raw_io import RawDataError, require_file
+from assets.converters.mpi_inf_3dhp_joints import joint_order
+from assets.converters.raw_io import RawDataError, check_millimetres, require_file
 
 NAME = "mpi_inf_3dhp_test"
 VERSION = "1"

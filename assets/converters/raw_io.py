@@ -110,3 +110,24 @@ def _shape_matches(actual: tuple, expected: tuple) -> bool:
 
 def _shape_text(shape: tuple) -> str:
     return "[" + ", ".join("*" if s == -1 else str(s) for s in shape) + "]"
+
+
+# below this median bone length (mm) labels are in metres (real bones are 30-500 mm)
+MIN_MEDIAN_BONE_MM = 10.0
+
+
+def median_bone_mm(poses: np.ndarray, skeleton_name: str) -> float:
+    """Median length over the skeleton's edges of the labelled poses [N, J, 3] (NaN if nothing is labelled)."""
+    from assets.skeletons import get_skeleton
+
+    edges = np.array(get_skeleton(skeleton_name).edges)
+    lengths = np.linalg.norm(poses[:, edges[:, 0]] - poses[:, edges[:, 1]], axis=-1)
+    lengths = lengths[np.isfinite(lengths)]
+    return float(np.median(lengths)) if lengths.size else float("nan")
+
+
+def check_millimetres(poses: np.ndarray, path: Path, field: str, skeleton_name: str) -> None:
+    median = median_bone_mm(poses, skeleton_name)
+    if np.isfinite(median) and median < MIN_MEDIAN_BONE_MM:
+        raise RawDataError(path, field, f"millimetres (median bone >= {MIN_MEDIAN_BONE_MM:g})",
+                           f"a median bone of {median:.3g} (metres?)")

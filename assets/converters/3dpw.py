@@ -1,6 +1,6 @@
 """Converter for the official 3DPW release (3D Poses in the Wild; docs/converters/3dpw.md).
 
-Raw layout, as released (the module is ``threedpw`` because a module name cannot start with a digit)::
+Raw layout, as released (the registry loads this module by its file name, ``3dpw``)::
 
     sequenceFiles/{train,validation,test}/<sequence>.pkl    Python-2 pickles, one per sequence
     imageFiles/<sequence>/image_%05d.jpg                   0-based: image i is row i of the per-frame arrays
