@@ -87,19 +87,28 @@ def history_rows(result: dict, model: str, model_fingerprint: str, when: datetim
                          for name, value in result["metrics"].items()], schema=HISTORY_SCHEMA)
 
 
-def append_history(path, rows: pl.DataFrame) -> int:
-    """Append ``rows`` to the Parquet history at ``path``; old rows are copied unchanged. Returns the row count.
+def append_history(folder, rows: pl.DataFrame) -> Path:
+    """Add ``rows`` to the history in ``folder`` as a new Parquet file; nothing written before is touched.
 
-    The new file is written aside and renamed over the old one, so a crash never loses history.
+    One file per append (never a read-modify-write of one file), so concurrent benchmark runs cannot lose
+    each other's rows; each file is written aside and renamed into place, so a reader never sees half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = rows.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
-    combined = pl.concat([pl.read_parquet(path), rows]) if path.exists() else rows
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    combined.write_parquet(tmp)
-    os.replace(tmp, path)
-    return combined.height
+    name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    rows.write_parquet(tmp)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def read_history(folder) -> pl.DataFrame:
+    """Every row of the history in ``folder``, oldest first (empty, with the schema, when there is none)."""
+    files = sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else []
+    if not files:
+        return pl.DataFrame(schema=HISTORY_SCHEMA)
+    return pl.concat([pl.read_parquet(f) for f in files])
 
 
 def results_markdown(results: dict[str, dict], baseline: dict | None = None) -> str:

@@ -113,9 +113,11 @@ def _describe(outcome) -> str:
 def print_benchmark_table(config) -> None:
     import polars as pl
 
-    if not config.benchmark_history_path.exists():
+    from evaluation.benchmark import read_history
+
+    history = read_history(config.benchmark_history_path)
+    if history.is_empty():
         return
-    history = pl.read_parquet(config.benchmark_history_path)
     latest = history.group_by(["model", "dataset", "metric"], maintain_order=True).agg(pl.col("value").last())
     wanted = ["mpjpe_mm", "pa_mpjpe_mm", "absolute_mpjpe_mm", "pck150", "auc", "cps200", "consistency_mm"]
     table = latest.filter(pl.col("metric").is_in(wanted)).pivot("metric", index=["dataset", "model"], values="value")
@@ -132,11 +134,12 @@ def print_benchmark_table(config) -> None:
               + " ".join(f"{row[m]:>14.1f}" if row.get(m) is not None else f"{'–':>14}" for m in wanted))
 
 
-def run(config, *, only=None, partitions=None, force=False) -> int:
+def run(config, *, only=None, partitions=None, force=False, jobs=None) -> int:
     from orchestration.runner import run_pipeline
 
     started = time.perf_counter()
-    outcomes = run_pipeline(config, _dagster_instance(), only=only, partitions=partitions, force=force)
+    outcomes = run_pipeline(config, _dagster_instance(), only=only, partitions=partitions, force=force,
+                            jobs=jobs or config.jobs)
     by_asset: dict[str, dict] = {}
     for outcome in outcomes:
         by_asset.setdefault(outcome.asset, {})[outcome.partition] = outcome
@@ -205,8 +208,10 @@ def main(argv=None) -> int:
                                           "multi-view ones (Dagster runs)")
     conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
     conv.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
+    conv.add_argument("--jobs", type=int, help="Dagster runs at once per stage (default: 'jobs' in params.yaml, 1)")
     demo = sub.add_parser("demo", help="generate the demo world if needed, then run every stale pipeline step")
     demo.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
+    demo.add_argument("--jobs", type=int, help="Dagster runs at once per stage (default: 'jobs' in params.yaml, 1)")
     pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
@@ -256,10 +261,10 @@ def dispatch(args, load_config) -> int:
         return 0
     if args.command == "demo":
         generate(config)
-        return run(config, force=args.force)
+        return run(config, force=args.force, jobs=args.jobs)
     names = _selected(config, args.datasets)
     return run(config, only={"dataset", "pseudo_gt"}, partitions=set(names) if args.datasets else None,
-               force=args.force)
+               force=args.force, jobs=args.jobs)
 
 
 def _selected(config, names: list[str]) -> list[str]:

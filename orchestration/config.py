@@ -103,6 +103,7 @@ class PipelineConfig:
     demo_seed: int
     training: TrainingSettings | None = None
     conversion_workers: int = 0  # processes that decode and crop images (0: the converting process itself)
+    jobs: int = 1  # Dagster runs at once for the stale partitions of one stage (dozens demo --jobs)
     acae: AcaeSettings = AcaeSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
@@ -117,7 +118,8 @@ class PipelineConfig:
 
     @property
     def benchmark_history_path(self) -> Path:
-        return self.store_root.parent / "benchmarks" / "history.parquet"
+        """The append-only benchmark history: a folder of Parquet files, one per benchmark run."""
+        return self.store_root.parent / "benchmarks" / "history"
 
     def benchmark_latest_path(self, name: str) -> Path:
         """The latest scores (and mean-pose baseline) of benchmark ``name``, as JSON."""
@@ -405,6 +407,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
         "training": _training,
         "acae": _settings(AcaeSettings, _ACAE_RULES),
         "benchmark": _settings(BenchmarkSettings, _BENCHMARK_RULES),
+        "jobs": _integer(1),
     }, ("store", "datasets"))(raw)
 
     if not top["datasets"]:
@@ -429,7 +432,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
     return PipelineConfig(
         path=path, datasets=datasets, store_root=store["root"], image_size=store["image_size"],
         demo_size=demo.get("size", "demo"), demo_seed=demo.get("seed", 0),
-        conversion_workers=store.get("workers", 0),
+        conversion_workers=store.get("workers", 0), jobs=top.get("jobs", 1),
         training=training, acae=acae, benchmark=benchmark)
 
 

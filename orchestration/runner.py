@@ -1,15 +1,17 @@
 """Run the whole pipeline through Dagster, materialising only the stale asset partitions, in graph order."""
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import is_fresh
-from orchestration.stages import pipeline_steps
+from orchestration.stages import STAGES, pipeline_steps
 
 
 @dataclass
@@ -48,41 +50,73 @@ def _console_logging() -> dict:
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
-def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
-                 force: bool = False, report: Callable[[str], None] = print) -> list[StepOutcome]:
-    """Materialise every stale step (``only``: these assets; ``partitions``: these dataset partitions)."""
+def materialize_step(config, instance: dg.DagsterInstance, asset: str, partition: str | None) -> StepOutcome:
+    """One Dagster run of one asset (partition), with its event log written to a file."""
     from orchestration.definitions import build_definitions
 
-    all_assets = list(build_definitions(config).assets)
+    started = time.perf_counter()
+    result = dg.materialize(list(build_definitions(config).assets), selection=[asset], partition_key=partition,
+                            instance=instance, raise_on_error=False, run_config=_console_logging())
+    PROGRESS.clear()
+    log = write_run_log(instance, result.run_id, config.logs_root / f"{time.strftime('%Y%m%dT%H%M%S')}-"
+                        f"{asset}{'-' + partition if partition else ''}-{result.run_id[:8]}.log")
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e.check_name for e in evaluations if not e.passed]
+    error = None if result.success else f"{failure_message(result)}\n(log: {log})"
+    return StepOutcome(asset, partition, "ran" if result.success else "failed", time.perf_counter() - started,
+                       len(evaluations), failed, error)
+
+
+def _materialize_in_child(config_path: str, instance_ref, asset: str, partition: str | None) -> StepOutcome:
+    """``materialize_step`` in a worker process: its own config and instance handles, the same instance."""
+    from orchestration.config import load_config
+
+    with dg.DagsterInstance.from_ref(instance_ref) as instance:
+        return materialize_step(load_config(config_path), instance, asset, partition)
+
+
+def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
+                 force: bool = False, jobs: int = 1, report: Callable[[str], None] = print) -> list[StepOutcome]:
+    """Materialise every stale step (``only``: these assets; ``partitions``: these dataset partitions).
+
+    Stages run in order; the stale partitions of one stage run as separate Dagster runs, ``jobs`` at a time
+    in worker processes. A failed step skips only the steps that read it (its siblings go on).
+    """
     outcomes: list[StepOutcome] = []
-    broken = False
-    for asset, asset_partitions in pipeline_steps(config):
-        if only is not None and asset not in only:
-            continue
-        for partition in asset_partitions:
-            if partitions is not None and partition is not None and partition not in partitions:
+    not_done: set[tuple] = set()  # (asset, partition) that failed or were skipped
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        for asset, asset_partitions in pipeline_steps(config):
+            if only is not None and asset not in only:
                 continue
-            if broken:
-                outcomes.append(StepOutcome(asset, partition, "skipped"))
-                continue
-            if not force and is_fresh(config, instance, asset, partition):
-                outcomes.append(StepOutcome(asset, partition, "fresh"))
-                continue
-            started = time.perf_counter()
-            result = dg.materialize(all_assets, selection=[asset], partition_key=partition, instance=instance,
-                                    raise_on_error=False, run_config=_console_logging())
-            PROGRESS.clear()
-            log = write_run_log(instance, result.run_id, config.logs_root / f"{time.strftime('%Y%m%dT%H%M%S')}-"
-                                f"{asset}{'-' + partition if partition else ''}-{result.run_id[:8]}.log")
-            evaluations = result.get_asset_check_evaluations()
-            failed = [e.check_name for e in evaluations if not e.passed]
-            outcome = StepOutcome(asset, partition, "ran" if result.success else "failed",
-                                  time.perf_counter() - started, len(evaluations), failed,
-                                  None if result.success else failure_message(result))
-            outcomes.append(outcome)
-            checks = f", {len(evaluations) - len(failed)}/{len(evaluations)} checks passed" if evaluations else ""
-            report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s{checks}"
-                   + (f"\n  {outcome.error}\n  (log: {log})".replace("\n", "\n  ") if outcome.error else ""))
-        # a failed step stops everything after it: later stages depend on earlier ones
-        broken = broken or any(o.status == "failed" for o in outcomes)
+            stale = []
+            for partition in asset_partitions:
+                if partitions is not None and partition is not None and partition not in partitions:
+                    continue
+                blocked = [f"{a}[{p}]" if p else a for a, p in STAGES[asset].inputs(config, partition)
+                           if (a, p) in not_done]
+                if blocked:
+                    outcomes.append(StepOutcome(asset, partition, "skipped", error=f"needs {', '.join(blocked)}"))
+                    not_done.add((asset, partition))
+                elif not force and is_fresh(config, instance, asset, partition):
+                    outcomes.append(StepOutcome(asset, partition, "fresh"))
+                else:
+                    stale.append(partition)
+            if pool is not None and len(stale) > 1:
+                futures = [pool.submit(_materialize_in_child, str(config.path), instance.get_ref(), asset, p)
+                           for p in stale]
+                done = (future.result() for future in futures)
+            else:
+                done = (materialize_step(config, instance, asset, p) for p in stale)
+            for outcome in done:
+                outcomes.append(outcome)
+                if outcome.status != "ran":
+                    not_done.add((outcome.asset, outcome.partition))
+                checks = (f", {outcome.checks - len(outcome.failed_checks)}/{outcome.checks} checks passed"
+                          if outcome.checks else "")
+                report(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s{checks}"
+                       + (f"\n{outcome.error}".replace("\n", "\n    ") if outcome.error else ""))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return outcomes

@@ -1,8 +1,9 @@
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import polars as pl
 
-from evaluation.benchmark import HISTORY_SCHEMA, append_history, history_rows, results_markdown
+from evaluation.benchmark import HISTORY_SCHEMA, append_history, history_rows, read_history, results_markdown
 
 
 def _result(value, dataset="demo_h36m"):
@@ -11,17 +12,27 @@ def _result(value, dataset="demo_h36m"):
 
 
 def test_history_appends_and_never_rewrites_old_rows(tmp_path):
-    path = tmp_path / "history.parquet"
+    folder = tmp_path / "history"
+    assert read_history(folder).is_empty() and read_history(folder).schema == pl.Schema(HISTORY_SCHEMA)
     first = history_rows(_result(80.0), "final", "abc", datetime(2026, 1, 1, tzinfo=timezone.utc))
-    assert append_history(path, first) == 2
-    before = pl.read_parquet(path)
+    first_file = append_history(folder, first)
+    before = first_file.read_bytes()
     second = history_rows(_result(70.0, "demo_smpl"), "final", "def")
-    assert append_history(path, second) == 4
-    after = pl.read_parquet(path)
-    assert after.head(2).equals(before)  # old rows byte-for-byte the same, in the same order
-    assert after["value"].to_list() == [80.0, 90.0, 70.0, 90.0]
+    append_history(folder, second)
+    assert first_file.read_bytes() == before  # what was written is never rewritten
+    after = read_history(folder)
+    assert after["value"].to_list() == [80.0, 90.0, 70.0, 90.0]  # oldest first
     assert after.schema == pl.Schema(HISTORY_SCHEMA)
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_concurrent_appends_lose_no_rows(tmp_path):
+    folder = tmp_path / "history"
+    rows = [history_rows(_result(float(i)), "final", f"m{i}") for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: append_history(folder, r), rows))
+    assert sorted(read_history(folder).filter(pl.col("metric") == "mpjpe_mm")["value"].to_list()) == \
+        [float(i) for i in range(8)]
 
 
 def test_results_table_lists_models_and_the_baseline():

@@ -66,3 +66,11 @@ def test_dvc_repro_recomputes_only_the_changed_dataset(tiny_world, tmp_path):
     assert "dataset@demo_smpl" in _dvc(project, "status")
     third = _dvc(project, "repro")
     assert _ran_stages(third) == sorted(["dataset@demo_smpl", "benchmark@demo_h36m", *TRAINING_STAGES])
+
+    # a code edit: DVC finds the same stages stale as dozens' code versions (tests/test_stages.py)
+    training = project / "model" / "training.py"
+    training.write_text(training.read_text().replace("def learning_rate_at(", "def learning_rate_at(  # edited\n", 1))
+    stale = _dvc(project, "status")
+    stale_stages = sorted(line.rstrip(":").strip() for line in stale.splitlines()
+                          if line.strip().endswith(":") and not line.startswith((" ", "\t")))
+    assert stale_stages == ["final_model", "initial_model"], stale

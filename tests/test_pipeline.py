@@ -6,11 +6,11 @@ import shutil
 
 import dagster as dg
 import numpy as np
-import polars as pl
 import pytest
 
 from assets.file_hashes import FileHashCache
 from assets.versions import published_data_version
+from evaluation.benchmark import read_history
 from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
@@ -41,7 +41,7 @@ def test_first_run_builds_every_stage(pipeline):
     config, instance, raw, first = pipeline
     assert _labels(first, "failed") == [] and _labels(first, "skipped") == []
     assert len(_labels(first, "ran")) == len(DEMO_DATASETS) + 1 + len(DOWNSTREAM_OF_ANY_TRAINING_SET)
-    history = pl.read_parquet(config.benchmark_history_path)
+    history = read_history(config.benchmark_history_path)
     assert set(history["dataset"]) == {"demo_h36m", "demo_smpl"} and set(history["model"]) == {"initial", "final"}
     assert np.isfinite(history["value"].to_numpy()).all()
 
@@ -115,7 +115,7 @@ def test_a_dataset_failing_its_checks_fails_every_run_and_reaches_nothing(pipeli
     config, instance, raw, first = pipeline
     location = config.dataset_store_path("demo_h36m")
     good_version = published_data_version(location)
-    history_rows = pl.read_parquet(config.benchmark_history_path).height
+    history_rows = read_history(config.benchmark_history_path).height
     deliver_h36m_in_metres(raw / "demo_h36m")
 
     for _ in range(2):  # not only the run that first meets the bad data
@@ -125,4 +125,4 @@ def test_a_dataset_failing_its_checks_fails_every_run_and_reaches_nothing(pipeli
         assert "bone_lengths" in failed.error and "metres instead of mm?" in failed.error
         assert set(_labels(outcomes, "skipped")) >= {"training_pool", "final_model", "benchmark[demo_h36m]"}
         assert published_data_version(location) == good_version  # the previous good store stays current
-        assert pl.read_parquet(config.benchmark_history_path).height == history_rows
+        assert read_history(config.benchmark_history_path).height == history_rows
