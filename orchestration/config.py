@@ -104,6 +104,7 @@ class PipelineConfig:
     training: TrainingSettings | None = None
     conversion_workers: int = 0  # processes that decode and crop images (0: the converting process itself)
     jobs: int = 1  # Dagster runs at once for the stale partitions of one stage (dozens demo --jobs)
+    executor: str = "in_process"  # the Dagster executor of every job (orchestration/definitions.py)
     acae: AcaeSettings = AcaeSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
@@ -408,6 +409,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
         "acae": _settings(AcaeSettings, _ACAE_RULES),
         "benchmark": _settings(BenchmarkSettings, _BENCHMARK_RULES),
         "jobs": _integer(1),
+        "executor": _text,
     }, ("store", "datasets"))(raw)
 
     if not top["datasets"]:
@@ -433,6 +435,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
         path=path, datasets=datasets, store_root=store["root"], image_size=store["image_size"],
         demo_size=demo.get("size", "demo"), demo_seed=demo.get("seed", 0),
         conversion_workers=store.get("workers", 0), jobs=top.get("jobs", 1),
+        executor=top.get("executor", "in_process"),
         training=training, acae=acae, benchmark=benchmark)
 
 

@@ -74,3 +74,32 @@ def test_every_stage_names_code_that_exists():
     for name in STAGES:
         files = code_files(name)
         assert files and all((PROJECT / f).is_file() for f in files), name
+
+
+@pytest.mark.parametrize("executor", ["in_process", "multiprocess", "dagster:multiprocess_executor"])
+def test_the_executor_comes_from_the_config_and_validates(tiny_world, tmp_path, executor):
+    import subprocess
+    import sys
+
+    config_path = write_config(tmp_path, tiny_world, list(DEMO_DATASETS), training=TINY_TRAINING,
+                               benchmark=["demo_h36m"], acae=TINY_ACAE)
+    config_path.write_text(config_path.read_text() + f"executor: '{executor}'\n")
+    defs = build_definitions(load_config(config_path))
+    assert {job.executor_def.name for job in defs.resolve_all_job_defs()} == {executor.rpartition(":")[2]
+                                                                             .removesuffix("_executor")}
+    (tmp_path / "dagster_home").mkdir()
+    dagster = PROJECT / ".venv" / "bin" / "dagster"
+    done = subprocess.run([str(dagster) if dagster.exists() else "dagster", "definitions", "validate",
+                           "-m", "orchestration.definitions"], cwd=PROJECT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "DOZENS_CONFIG": str(config_path),
+                               "DAGSTER_HOME": str(tmp_path / "dagster_home")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_unknown_executor_is_a_config_error(tiny_world, tmp_path):
+    from orchestration.config import ConfigError
+
+    config_path = write_config(tmp_path, tiny_world, ["demo_h36m"])
+    config_path.write_text(config_path.read_text() + "executor: 'nowhere:executor'\n")
+    with pytest.raises(ConfigError, match="field 'executor' is 'nowhere:executor'"):
+        build_definitions(load_config(config_path))
