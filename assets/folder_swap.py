@@ -12,7 +12,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from assets.versions import process_exists
+from assets.atomic_files import process_exists
 
 _BACKUP_MARK = ".old-"
 _TMP_MARK = ".tmp-"

@@ -22,7 +22,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from assets.skeletons import get_skeleton
-from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve, write_file_atomically
+from assets.atomic_files import write_bytes_atomically
+from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -172,7 +173,7 @@ class StoreWriter:
 
     def mark_written(self, count: int) -> None:
         """Record that the first ``count`` examples are written: a restart after a kill goes on from there."""
-        write_file_atomically(self.path / _PROGRESS_FILE, json.dumps({"examples_written": int(count)}).encode())
+        write_bytes_atomically(self.path / _PROGRESS_FILE, json.dumps({"examples_written": int(count)}).encode())
 
     def write(self, start: int, **arrays) -> None:
         for name, value in arrays.items():

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from assets.atomic_files import process_exists, write_bytes_atomically
+
 POINTER = "current.json"
 WRITING_MARK = ".writing"
-_POINTER_TMP_MARK = ".tmp-"
 
 
 class NotPublishedError(FileNotFoundError):
@@ -110,7 +111,7 @@ class VersionWriter:
         self.path = self.location / self.name
         # the mark exists before the version does, so a concurrent prune never takes a version being written
         self._mark = self.location / (self.name + WRITING_MARK)
-        write_file_atomically(self._mark, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+        write_bytes_atomically(self._mark, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                                       "data_version": data_version}).encode())
         _remove_dead_writers(self.location)
         self.published = False
@@ -122,7 +123,7 @@ class VersionWriter:
         record = {"version": self.name, "data_version": self.data_version,
                   "previous": current.version if current is not None else None,
                   "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_file_atomically(self.location / POINTER, json.dumps(record, indent=1).encode())
+        write_bytes_atomically(self.location / POINTER, json.dumps(record, indent=1).encode())
         self.published = True
         self._mark.unlink(missing_ok=True)
         prune(self.location)
@@ -149,22 +150,6 @@ def read_pointer_or_none(location) -> Published | None:
         return None
 
 
-def write_file_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` so that readers see the old or the new file, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{_POINTER_TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def garbage(location) -> list[Path]:
     """What ``prune`` would remove at ``location``: versions the pointer does not reference, not being written."""
     location = Path(location)
@@ -180,10 +165,8 @@ def garbage(location) -> list[Path]:
             if name.endswith(WRITING_MARK) and name[:-len(WRITING_MARK)] in keep:
                 removable.append(entry)  # a writer that died after publishing: its version is current
             continue
-        if _POINTER_TMP_MARK in name and name.startswith(POINTER):
-            if not _owner_alive(name.rsplit(_POINTER_TMP_MARK, 1)[1]):
-                removable.append(entry)
-            continue
+        if name.startswith(f".{POINTER}."):
+            continue  # the pointer's temporary file (assets.atomic_files removes those of dead writers)
         mark = marks.get(name)
         if mark is not None and _writer_alive(mark):
             continue
@@ -246,24 +229,6 @@ def _writer_alive(mark: Path) -> bool:
     except (ValueError, KeyError, TypeError):
         return False  # a mark cut short by a kill
     return host != socket.gethostname() or process_exists(pid)
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, rest = owner.rpartition("-")  # "<host>-<pid>-<hex>"
-    host, _, pid = host.rpartition("-")
-    if not pid.isdigit():
-        return False
-    return host != socket.gethostname() or process_exists(int(pid))
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:

@@ -1,6 +1,5 @@
 """Scoring a trained estimator on a test split, and the append-only history of benchmark results."""
 
-import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from assets.atomic_files import write_atomically
 from assets.store import open_store
 from model.network import skeleton_joint_indices
 from evaluation.metrics import (absolute_mpjpe, auc, consistency_error, cps, mpjpe, pa_mpjpe, pck, pck_curve,
@@ -97,10 +97,7 @@ def append_history(folder, rows: pl.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = rows.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
     name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    rows.write_parquet(tmp)
-    os.replace(tmp, folder / name)
-    return folder / name
+    return write_atomically(folder / name, rows.write_parquet)
 
 
 def read_history(folder) -> pl.DataFrame:

@@ -431,7 +431,7 @@ class ACAE:
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write one file atomically (temp file in the same folder, then ``os.replace``)."""
+        """Write one file atomically (assets.atomic_files)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.atomic_files import write_bytes_atomically
 from assets.file_hashes import fingerprint_paths
 from evaluation.benchmark import (append_history, history_rows, mean_pose_baseline, read_history, results_markdown,
                                   score)
@@ -55,11 +56,8 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
             append_history(config.benchmark_history_path, rows)
         baseline = mean_pose_baseline(store)
         latest = config.benchmark_latest_path(name)
-        latest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = latest.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"dataset": name, "version": version, "baseline": baseline,
-                                   **{m: r["metrics"] for m, r in results.items()}}, indent=1))
-        tmp.replace(latest)
+        write_bytes_atomically(latest, json.dumps({"dataset": name, "version": version, "baseline": baseline,
+                                                   **{m: r["metrics"] for m, r in results.items()}}, indent=1).encode())
         final = results["final"]
         thresholds, curve = final["pck_curve"]
         joints = final["per_joint_mm"]

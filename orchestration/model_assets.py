@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 
 from assets.artifacts import read_zarr_group, write_zarr_group
+from assets.atomic_files import write_atomically
 from evaluation.acae_report import (baseline_markdown, baseline_rows, errors_per_skeleton, latent_plot_png,
                                     markdown_table, sparsity)
 from evaluation.plots import line_plot_png
@@ -80,10 +81,7 @@ def build_model_assets(config: PipelineConfig) -> list:
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = expected_signature(config, context.instance, "training_pool")
         pool = build_training_pool(training_sources(config))
-        pool_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pool_path.with_suffix(".parquet.tmp")
-        pool.write_parquet(tmp)
-        tmp.replace(pool_path)
+        write_atomically(pool_path, pool.write_parquet)
         counts = pool.group_by(["dataset", "part", "split"]).len().sort(["dataset", "split"])
         table = "| dataset | part | split | examples |\n|---|---|---|---|\n" + "\n".join(
             f"| {r['dataset']} | {r['part']} | {r['split']} | {r['len']} |" for r in counts.iter_rows(named=True))
