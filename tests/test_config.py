@@ -128,7 +128,7 @@ def test_unknown_keys_are_named_with_a_suggestion(tmp_path, key, suggestion):
 def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path):
     message = _error(tmp_path, _with("zzz", 1))
     assert "field 'zzz'" in message and "did you mean" not in message
-    assert "known settings here: acae, benchmark, datasets, demo, pseudo_gt, store, training" in message
+    assert "known settings here: acae, benchmark, datasets, demo, executor, jobs, pseudo_gt, store, training" in message
 
 
 @pytest.mark.parametrize("key, value, expected", [
