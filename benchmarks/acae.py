@@ -53,6 +53,7 @@ from assets.synthetic import sample_all_formats
 from assets.synthetic.rigs import look_at
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae, reconstruction_errors
+from model.settings import AcaeFitSettings
 
 ALL_FORMATS = BUILTIN_FORMATS
 LARGE_FORMATS = ("bml_movi_87", "smplx_42", "h36m_17", "coco_19")  # surface markers, hands, face: 165 joints
@@ -116,10 +117,8 @@ def evaluate(dataset: str, train: np.ndarray, test: np.ndarray, names, fit_kwarg
     for label, options in variants:
         print(f"[{dataset}] fitting {label} on {train.shape[0]} poses x {train.shape[1]} joints", file=sys.stderr)
         started = time.perf_counter()
-        model = fit_acae(
-            train, names, N_LATENT_SIDED, N_LATENT_CENTER, device=device, progress=lambda p: print(f"  {p}", file=sys.stderr),
-            **(fit_kwargs | options),
-        )
+        settings = AcaeFitSettings(n_latent_sided=N_LATENT_SIDED, n_latent_center=N_LATENT_CENTER, **(fit_kwargs | options))
+        model = fit_acae(train, names, settings, device=device, progress=lambda p: print(f"  {p}", file=sys.stderr))
         seconds = time.perf_counter() - started
         errors = model.reconstruction_error(test)
         rows.append(dict(dataset=dataset, method=label, latents=f"{model.num_latents} points", seconds=seconds, errors=errors))

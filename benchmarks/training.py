@@ -26,8 +26,10 @@ import time
 
 import torch
 
+from assets.joint_names import union_joint_names
+from model.backbones import available_backbones
 from model.losses import LossSettings, loss_3d_batch
-from model.network import MetrabsConfig, MetrabsModel, available_backbones, union_joint_names
+from model.network import MetrabsConfig, MetrabsModel
 from model.training import learning_rate_at
 
 DEMO_FORMATS = ("h36m_17", "mpi_inf_3dhp_28", "smpl_24", "coco_19", "blazepose_33")

@@ -2,10 +2,11 @@
 
 import numpy as np
 
+from assets.joint_names import split_union_joint_name
 from evaluation.plots import figure_png, plt
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae, reconstruction_errors
-from model.network import split_union_joint_name
+from model.settings import AcaeFitSettings
 
 SPARSE_THRESHOLD = 1e-3
 
@@ -47,8 +48,9 @@ def baseline_rows(acae, train_poses: np.ndarray, held_out_poses: np.ndarray) -> 
     components = 3 * acae.num_latents
 
     def closed_form():
-        return fit_acae(train, acae.joint_names, n_sided, acae.num_latents - n_sided, chiral=acae.chiral,
-                        sides=acae.joint_sides, init="principal", steps=0).reconstruct(held_out)
+        shape = AcaeFitSettings(n_latent_sided=n_sided, n_latent_center=acae.num_latents - n_sided, chiral=acae.chiral,
+                                sides=acae.joint_sides, init="principal", steps=0)
+        return fit_acae(train, acae.joint_names, shape).reconstruct(held_out)
 
     def pca():
         return CentredPCA(train, components).reconstruct(held_out)

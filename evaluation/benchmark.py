@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 
 from assets.atomic_files import write_atomically
+from assets.joint_names import skeleton_joint_indices
 from assets.store import open_store
-from model.network import skeleton_joint_indices
 from evaluation.metrics import (absolute_mpjpe, auc, consistency_error, cps, mpjpe, pa_mpjpe, pck, pck_curve,
                                 per_joint_mean_errors)
 

@@ -55,6 +55,7 @@ from assets.skeletons import mirror_name
 from model.acae_init import chiral_blocks, principal_affine_weights
 from model.checkpoints import load_checked, model_file_kind, reading_contents
 from model.persistence import save_torch_atomic
+from model.settings import DEFAULT_IMPUTATION_ROUNDS, DEFAULT_STEPS, AcaeFitSettings
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +63,6 @@ SIDES = ("left", "right", "center")
 FREE_LATENT = "free"  # latent side in non-chiral models: no mirror relation between latents
 LOSSES = ("projected", "3d")
 INITS = ("principal", "random")
-
-# Defaults for CPU budgets, from a sweep on 100k poses x 165 joints (benchmarks/acae.py, 2 threads): on a
-# CPU, small batches buy more Adam updates per second, and the number of updates is what the fit needs.
-# batch 256 x 16000 steps: ~45 s, 3.9 mm held-out error; 1024 x 4000: 6.9 mm; 1024 x 16000: 4.2 mm;
-# 256 x 24000: 3.8 mm. Decaying late beat decaying early at both lengths tried. The reference trains 30
-# epochs at batch 32 with the same learning rates (3e-2, then two 10x decays).
-DEFAULT_STEPS = 16000
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_LR = 3e-2
-DEFAULT_LR_DECAY_AT = (0.8, 0.95)  # fractions of the run after which the learning rate drops 10x
-# Decode-fill-encode rounds for poses with missing joints; on a known structure with 20% missing joints,
-# 3 rounds left 1% of the joint spread as error, 5 rounds 0.3%, 10 rounds none measurable.
-DEFAULT_IMPUTATION_ROUNDS = 8
 
 _INIT_RANGE = (-0.1, 1.0)
 # Predicted depths are floored in the projected loss so a wild early prediction near the camera plane
@@ -546,20 +534,8 @@ def _to_columns(poses: np.ndarray, permutation: np.ndarray, device: torch.device
 def fit_acae(
     poses,
     joint_names: Sequence[str],
-    n_latent_sided: int = 40,
-    n_latent_center: int = 8,
+    settings: AcaeFitSettings = AcaeFitSettings(),
     *,
-    chiral: bool = True,
-    sides: Sequence[str] | None = None,
-    loss: str = "projected",
-    sparsity: float = 0.6,
-    steps: int | None = None,
-    epochs: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    lr: float = DEFAULT_LR,
-    lr_decay_at: Sequence[float] = DEFAULT_LR_DECAY_AT,
-    imputation_rounds: int = DEFAULT_IMPUTATION_ROUNDS,
-    init: str = "random",
     seed: int = 0,
     device=None,
     progress: Callable[[TrainingProgress], None] | None = None,
@@ -568,6 +544,7 @@ def fit_acae(
 ) -> ACAE:
     """Fit an ACAE to camera-frame poses [N, J, 3] in mm (NaN = missing joint).
 
+    ``settings`` (``model.settings.AcaeFitSettings``):
     n_latent_sided: latents split evenly into left and right (must be even when ``chiral``).
     sides: 'left'/'right'/'center' per joint, overriding the l/r name convention.
     loss: 'projected' (image-plane error scaled by the pose's mean depth; needs positive depths) or '3d'.
@@ -582,11 +559,19 @@ def fit_acae(
     the model class reaches on the data. Fine-tuning it further (sparsity 0, lr <= 1e-5) changes the
     error by under 1 %; larger learning rates drift away from it. The sparsity term at the paper's 0.6
     pulls far from it, and from there a random start ends better.
+
+    How it runs:
     device: torch device; default CUDA when available, else CPU.
     progress: called with a ``TrainingProgress`` every ``log_every`` steps (default: ~20 reports per
     run); without it the reports go to this module's logger at INFO level.
     validation_poses: [M, J, 3] poses scored (mm errors) at every report.
     """
+    if not isinstance(settings, AcaeFitSettings):
+        raise TypeError(f"settings: expected an AcaeFitSettings, got {type(settings).__name__}")
+    n_latent_sided, n_latent_center, chiral = settings.n_latent_sided, settings.n_latent_center, settings.chiral
+    sides, loss, sparsity, init = settings.sides, settings.loss, settings.sparsity, settings.init
+    steps, epochs, batch_size, lr = settings.steps, settings.epochs, settings.batch_size, settings.lr
+    lr_decay_at, imputation_rounds = settings.lr_decay_at, settings.imputation_rounds
     joint_names = [str(name) for name in joint_names]
     duplicates = sorted({name for name in joint_names if joint_names.count(name) > 1})
     if duplicates:

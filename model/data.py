@@ -1,5 +1,5 @@
 """Training and evaluation data for the pose estimator: person crops from canonical stores, with labels in
-the model's union joint layout (``model.network.union_joint_names``).
+the model's union joint layout (``assets.joint_names.union_joint_names``).
 
 - ``StoreExamples``: random access into one store (optionally one split). Each example is a dict of
   tensors: ``image`` uint8 [S, S, 3], ``intrinsics`` float32 [3, 3] of that (undistorted) crop,
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from assets.joint_names import skeleton_joint_indices
 from assets.skeletons import get_skeleton
 from assets.store import SPLITS, DatasetStore, StoreSchemaError, open_store
 from model.augmentation import AugmentationSettings, render_crop, sample_augmentation
-from model.network import skeleton_joint_indices
 
 PARTS = ("3d", "2d")
 _LABELS = ("pose3d", "pose2d", "joint_valid", "intrinsics", "distortion")

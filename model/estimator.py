@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from assets.joint_names import skeleton_joint_indices, split_union_joint_name
 from model.checkpoints import load_checked, model_file_kind, reading_contents
-from model.network import MetrabsConfig, MetrabsModel, skeleton_joint_indices, split_union_joint_name
+from model.network import MetrabsConfig, MetrabsModel
 from model.persistence import save_torch_atomic
 
 MODES = ("separate", "consistency", "latent", "hybrid")

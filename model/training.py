@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from assets.joint_names import union_joint_names
 from assets.store import open_store
 from model.checkpoints import FileKind, listed, load_checked, non_finite_entries
 from model.data import MultiDatasetBatches, Source
 from model.estimator import MODES, PoseEstimator, latent_point_names
 from model.losses import LossSettings, combined_loss, consistency_loss, loss_2d_batch, loss_3d_batch
-from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+from model.network import MetrabsConfig, MetrabsModel
 from model.persistence import save_torch_atomic
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,6 @@
-"""Dagster wiring for benchmarks: one partition per test set, an append-only history, the scheduled
-re-benchmark job and a sensor that notices new or changed raw datasets."""
+"""Dagster wiring for benchmarks: one partition per test set, scores appended to the history."""
 
-import hashlib
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -16,7 +12,8 @@ from evaluation.plots import bar_plot_png, line_plot_png
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.stages import asset_code_version, store_input
+from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.automation import STALE_CONDITION
 
 
 def file_fingerprint(path) -> str:
@@ -27,18 +24,14 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     names = list(config.benchmark.datasets)
     if not names or config.training is None:
         return None, []
-    partitions = dg.StaticPartitionsDefinition(names)
+    partitions = partitions_definition(config, "benchmark")
     models = {"initial": config.models_root / "initial" / "model.pt",
               "final": config.models_root / "final" / "model.pt"}
     acae_path = config.models_root / "acae.pt"
 
-    stores = [store_input(config, name) for name in names]
-    store_deps = [dg.AssetDep(kind, partition_mapping=dg.StaticPartitionMapping(
-                      {name: name for stage, name in stores if stage == kind}))
-                  for kind in sorted({stage for stage, _ in stores})]
-
-    @dg.asset(partitions_def=partitions, deps=["final_model", "initial_model", "acae", *store_deps],
-              code_version=asset_code_version("benchmark"), group_name="benchmarks", kinds={"parquet"},
+    @dg.asset(partitions_def=partitions, deps=asset_deps(config, "benchmark"),
+              code_version=asset_code_version(config, "benchmark"), automation_condition=STALE_CONDITION,
+              group_name="benchmarks", kinds={"parquet"},
               description="Scores of the final (and initial) model on one test set; appended to the history.")
     def benchmark(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.acae import ACAE
@@ -83,44 +76,3 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
             data_version=dg.DataVersion(version))
 
     return partitions, [benchmark]
-
-
-def rebenchmark_schedule(config: PipelineConfig, job) -> dg.ScheduleDefinition:
-    @dg.schedule(cron_schedule=config.benchmark.schedule, job=job, name="rebenchmark_schedule",
-                 description="Re-score the latest final model on every benchmark and append to the history.")
-    def rebenchmark(context: dg.ScheduleEvaluationContext):
-        stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "now"
-        for name in config.benchmark.datasets:
-            yield dg.RunRequest(run_key=f"{name}-{stamp}", partition_key=name)
-
-    return rebenchmark
-
-
-def raw_folder_signature(path: Path) -> str:
-    """Cheap change detector: names, sizes and modification times (the conversion hashes contents)."""
-    if not path.exists():
-        return "missing"
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            stat = os.stat(os.path.join(root, name))
-            digest.update(f"{os.path.relpath(os.path.join(root, name), path)}:{stat.st_size}:{stat.st_mtime_ns}\n"
-                          .encode())
-    return digest.hexdigest()[:24]
-
-
-def raw_data_sensor(config: PipelineConfig, job) -> dg.SensorDefinition:
-    @dg.sensor(job=job, name="raw_data_sensor", minimum_interval_seconds=60,
-               description="Requests the conversion of datasets whose raw folder appeared or changed.")
-    def sensor(context: dg.SensorEvaluationContext):
-        previous = json.loads(context.cursor) if context.cursor else {}
-        current = {name: raw_folder_signature(entry.raw) for name, entry in config.datasets.items()}
-        changed = [n for n, sig in current.items() if sig != "missing" and previous.get(n) != sig]
-        for name in changed:
-            yield dg.RunRequest(run_key=f"{name}-{current[name]}", partition_key=name)
-        if not changed:
-            yield dg.SkipReason("no raw dataset appeared or changed")
-        context.update_cursor(json.dumps(current))
-
-    return sensor

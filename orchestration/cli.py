@@ -134,8 +134,25 @@ def print_benchmark_table(config) -> None:
               + " ".join(f"{row[m]:>14.1f}" if row.get(m) is not None else f"{'–':>14}" for m in wanted))
 
 
-def run(config, *, only=None, partitions=None, force=False, jobs=None) -> int:
+def show_plan(config, *, only=None, partitions=None, force=False) -> int:
+    """What a run would materialise now, in order (after recording the sources' observations)."""
+    from orchestration.asset_graph import observe_sources
+    from orchestration.runner import plan_pipeline
+
+    instance = _dagster_instance()
+    observe_sources(config, instance)
+    planned = plan_pipeline(config, instance, only=only, partitions=partitions, force=force)
+    for asset, partition in planned:
+        print(f"would run {asset}[{partition}]" if partition else f"would run {asset}")
+    print(f"{len(planned)} steps would run" if planned else "nothing to do, everything is up to date")
+    return 0
+
+
+def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=False) -> int:
     from orchestration.runner import run_pipeline
+
+    if dry_run:
+        return show_plan(config, only=only, partitions=partitions, force=force)
 
     started = time.perf_counter()
     outcomes = run_pipeline(config, _dagster_instance(), only=only, partitions=partitions, force=force,
@@ -209,9 +226,12 @@ def main(argv=None) -> int:
     conv.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
     conv.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
     conv.add_argument("--jobs", type=int, help="Dagster runs at once per stage (default: 'jobs' in params.yaml, 1)")
+    conv.add_argument("--dry-run", action="store_true", help="only list the steps that would run")
     demo = sub.add_parser("demo", help="generate the demo world if needed, then run every stale pipeline step")
     demo.add_argument("--force", action="store_true", help="re-run even the steps that are up to date")
     demo.add_argument("--jobs", type=int, help="Dagster runs at once per stage (default: 'jobs' in params.yaml, 1)")
+    demo.add_argument("--dry-run", action="store_true", help="only list the steps that would run (and generate "
+                                                             "the demo world if it is missing)")
     pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
@@ -261,10 +281,10 @@ def dispatch(args, load_config) -> int:
         return 0
     if args.command == "demo":
         generate(config)
-        return run(config, force=args.force, jobs=args.jobs)
+        return run(config, force=args.force, jobs=args.jobs, dry_run=args.dry_run)
     names = _selected(config, args.datasets)
     return run(config, only={"dataset", "pseudo_gt"}, partitions=set(names) if args.datasets else None,
-               force=args.force, jobs=args.jobs)
+               force=args.force, jobs=args.jobs, dry_run=args.dry_run)
 
 
 def _selected(config, names: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ import yaml
 
 from assets.converters import CONVERTERS, get_converter
 from assets.converters.interface import ConverterOptions, OptionError, known_options, resolve_options
+from model.settings import AcaeFitSettings
 
 CONFIG_ENV = "DOZENS_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -80,11 +81,9 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class AcaeSettings:
-    n_latent_sided: int = 40
-    n_latent_center: int = 8
-    sparsity: float = 0.6
-    steps: int = 3000
-    pseudo_gt_examples_per_dataset: int = 600
+    # params.yaml's acae section names some of the fit's settings (_ACAE_FIT_RULES); the rest keep their defaults
+    fit: AcaeFitSettings = AcaeFitSettings()
+    pseudo_gt_examples_per_dataset: int = 600  # training crops per 3D dataset the initial model labels for the fit
 
 
 @dataclass(frozen=True)
@@ -383,11 +382,12 @@ _TRAINING_RULES = {
     "backbone": _text, "image_size": _optional(_integer(1)), "stride": _integer(1), "workers": _integer(0),
     "image_cache_mb": _integer(0), "checkpoint_every": _integer(1),
 }
-_ACAE_RULES = {
+_ACAE_FIT_RULES = {
     # the fit is chiral: sided latents split evenly into left and right
     "n_latent_sided": _integer(0, even=True), "n_latent_center": _integer(0),
-    "sparsity": _number(0, low_included=True), "steps": _integer(1), "pseudo_gt_examples_per_dataset": _integer(1),
+    "sparsity": _number(0, low_included=True), "steps": _integer(1),
 }
+_ACAE_RULES = {**_ACAE_FIT_RULES, "pseudo_gt_examples_per_dataset": _integer(1)}
 _BENCHMARK_RULES = {"datasets": _dataset_list, "schedule": _cron}
 
 
@@ -395,6 +395,13 @@ def _training(value) -> TrainingSettings | None:
     if not value:  # no training section: the pipeline stops at the stores
         return None
     return TrainingSettings(**{"batch_2d": {}, **_section(_TRAINING_RULES, ("batch_3d", "initial", "final"))(value)})
+
+
+def _acae(value) -> AcaeSettings:
+    """The acae section: the fit's settings and, beside them, how many poses the fit gets per dataset."""
+    settings = _section(_ACAE_RULES)(value)
+    fit = AcaeFitSettings(**{name: v for name, v in settings.items() if name in _ACAE_FIT_RULES})
+    return AcaeSettings(fit, **{name: v for name, v in settings.items() if name not in _ACAE_FIT_RULES})
 
 
 def _parse(raw, path: Path) -> PipelineConfig:
@@ -406,7 +413,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
         "pseudo_gt": _section({**_PSEUDO_GT_RULES, "datasets": _by_dataset(_section(_PSEUDO_GT_RULES))}),
         "datasets": _by_dataset(_dataset_entry(read_path)),
         "training": _training,
-        "acae": _settings(AcaeSettings, _ACAE_RULES),
+        "acae": _acae,
         "benchmark": _settings(BenchmarkSettings, _BENCHMARK_RULES),
         "jobs": _integer(1),
         "executor": _text,
@@ -424,7 +431,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
                 for name, entry in top["datasets"].items()}
     store, demo = top["store"], top.get("demo", {})
     acae, benchmark = top.get("acae", AcaeSettings()), top.get("benchmark", BenchmarkSettings())
-    if acae.n_latent_sided + acae.n_latent_center == 0:
+    if acae.fit.n_latent_sided + acae.fit.n_latent_center == 0:
         raise _Invalid("and acae.n_latent_center are both 0: the autoencoder needs at least one latent point",
                        ("acae", "n_latent_sided"))
     _only_configured(benchmark.datasets, datasets, ("benchmark", "datasets"))

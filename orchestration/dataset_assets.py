@@ -4,8 +4,6 @@ Thin by design: the conversion (assets.converters), the store (assets.store) and
 (assets.quality) are plain Python; this module only names partitions, versions and metadata.
 """
 
-import warnings
-
 import dagster as dg
 import numpy as np
 
@@ -16,9 +14,10 @@ from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
-from orchestration.freshness import expected_signature, hash_cache, raw_version
+from orchestration.freshness import expected_signature, hash_cache
 from orchestration.metadata import png_markdown
-from orchestration.stages import asset_code_version
+from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.automation import STALE_CONDITION
 
 def store_metadata(store, seconds: float) -> dict:
     pose3d = store.load("pose3d")
@@ -41,26 +40,14 @@ def store_metadata(store, seconds: float) -> dict:
     }
 
 
-def raw_data_versions(config: PipelineConfig) -> dict[str, str]:
-    """Content hash of each dataset's raw folder: Dagster's data version of the raw source asset."""
-    return {name: raw_version(config, name) for name in config.datasets}
-
-
 def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition, list]:
-    partitions = dg.StaticPartitionsDefinition(sorted(config.datasets))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)  # observable source assets are beta, and what we need
-
-        @dg.observable_source_asset(partitions_def=partitions, group_name="datasets",
-                                    description="Raw dataset folders as configured in params.yaml (content hash).")
-        def raw_dataset(context):
-            return dg.DataVersionsByPartition(raw_data_versions(config))
+    partitions = partitions_definition(config, "dataset")
 
     @dg.asset(
         partitions_def=partitions,
-        deps=[raw_dataset],
-        code_version=asset_code_version("dataset"),
+        deps=asset_deps(config, "dataset"),
+        code_version=asset_code_version(config, "dataset"),
+        automation_condition=STALE_CONDITION,
         group_name="datasets",
         kinds={"zarr"},
         description="Canonical Zarr store of one dataset (one partition per dataset).",
@@ -81,4 +68,4 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
             check_results=checks,
         )
 
-    return partitions, [raw_dataset, dataset]
+    return partitions, [dataset]

@@ -61,13 +61,15 @@ def raw_version(config, dataset: str) -> str:
     return fingerprint_paths([raw], cache=hash_cache(config)) if raw.exists() else "missing"
 
 
-def is_fresh(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> bool:
-    """Fresh: Dagster's latest materialisation has the signature the inputs give now, and that is what is
-    published (a version refused by its checks is never published, so its stage stays stale)."""
+def step_state(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
+    """``changed``: its latest materialisation's data version is not the signature its inputs give now (so
+    what reads it changes too); ``lost``: the signature is current but its output is gone or was never
+    published (a version refused by its checks), so it is made again, identical for its readers; ``fresh``."""
     recorded = latest_data_version(instance, asset, partition)
     if recorded is None or recorded != expected_signature(config, instance, asset, partition):
-        return False
+        return "changed"
     location = output(config, asset, partition)
     if STAGES[asset].published:
-        return published_data_version(location) == recorded
-    return location.exists()
+        return "fresh" if published_data_version(location) == recorded else "lost"
+    return "fresh" if location.exists() else "lost"
+

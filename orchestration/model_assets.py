@@ -25,7 +25,8 @@ from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.stages import asset_code_version
+from orchestration.asset_graph import asset_code_version, asset_deps
+from orchestration.automation import STALE_CONDITION
 
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
@@ -62,10 +63,6 @@ def build_model_assets(config: PipelineConfig) -> list:
     pool_path = config.store_root / "training_pool.parquet"
     all_skeleton_path = config.all_skeleton_pseudo_gt_path
     acae_path = models / "acae.pt"
-    multiview = config.multiview_datasets
-    pool_deps = [dg.AssetDep("dataset", partition_mapping=dg.AllPartitionMapping())]
-    if multiview:
-        pool_deps.append(dg.AssetDep("pseudo_gt", partition_mapping=dg.AllPartitionMapping()))
 
     def run_config(run) -> TrainingConfig:
         return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
@@ -76,7 +73,8 @@ def build_model_assets(config: PipelineConfig) -> list:
                               abs_loss_start_step=max(1, run.steps // 6),
                               weak_perspective_steps=max(1, run.steps // 20))
 
-    @dg.asset(deps=pool_deps, code_version=asset_code_version("training_pool"), group_name="training", kinds={"parquet"},
+    @dg.asset(deps=asset_deps(config, "training_pool"), code_version=asset_code_version(config, "training_pool"),
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"parquet"},
               description="Index of every example the training runs draw from, with its store and batch part.")
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = expected_signature(config, context.instance, "training_pool")
@@ -90,7 +88,8 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(pool_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[training_pool, *pool_deps], code_version=asset_code_version("initial_model"), group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=asset_deps(config, "initial_model"), code_version=asset_code_version(config, "initial_model"),
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run = run_config(settings.initial)
@@ -99,7 +98,8 @@ def build_model_assets(config: PipelineConfig) -> list:
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model, training_pool, *pool_deps], code_version=asset_code_version("all_skeleton_pseudo_gt"), group_name="training", kinds={"zarr"},
+    @dg.asset(deps=asset_deps(config, "all_skeleton_pseudo_gt"), code_version=asset_code_version(config, "all_skeleton_pseudo_gt"),
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"zarr"},
               description="Step 2a: the initial model's predictions of every skeleton's joints (flip TTA) on "
                           "training crops: dense poses in all formats for the autoencoder.")
     def all_skeleton_pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -119,16 +119,15 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(all_skeleton_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[all_skeleton_pseudo_gt], code_version=asset_code_version("acae"), group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=asset_deps(config, "acae"), code_version=asset_code_version(config, "acae"),
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 2b: the affine-combining autoencoder fit on the all-skeleton pseudo-GT.")
     def acae(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = expected_signature(config, context.instance, "acae")
         arrays, attrs = read_zarr_group(all_skeleton_path)
         poses = arrays["poses"].astype(np.float64)
         held_out = np.arange(len(poses)) % HELD_OUT_EVERY == 0
-        s = config.acae
-        model = fit_acae(poses[~held_out], attrs["joint_names"], s.n_latent_sided, s.n_latent_center,
-                         sparsity=s.sparsity, steps=s.steps, seed=0,
+        model = fit_acae(poses[~held_out], attrs["joint_names"], config.acae.fit, seed=0,
                          progress=step_progress(context))
         model.save(acae_path)
         rows = errors_per_skeleton(model, poses[held_out])
@@ -146,7 +145,8 @@ def build_model_assets(config: PipelineConfig) -> list:
                       "path": dg.MetadataValue.path(str(acae_path))},
             data_version=dg.DataVersion(version))
 
-    @dg.asset(deps=[initial_model, acae, training_pool, *pool_deps], code_version=asset_code_version("final_model"), group_name="training", kinds={"pytorch"},
+    @dg.asset(deps=asset_deps(config, "final_model"), code_version=asset_code_version(config, "final_model"),
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

@@ -16,7 +16,8 @@ from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.stages import asset_code_version
+from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.automation import STALE_CONDITION
 
 
 def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
@@ -44,12 +45,13 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     names = config.multiview_datasets
     if not names:
         return None, []
-    partitions = dg.StaticPartitionsDefinition(names)
+    partitions = partitions_definition(config, "pseudo_gt")
 
     @dg.asset(
         partitions_def=partitions,
-        deps=[dg.AssetDep("dataset", partition_mapping=dg.StaticPartitionMapping({n: n for n in names}))],
-        code_version=asset_code_version("pseudo_gt"),
+        deps=asset_deps(config, "pseudo_gt"),
+        code_version=asset_code_version(config, "pseudo_gt"),
+        automation_condition=STALE_CONDITION,
         group_name="pseudo_gt",
         kinds={"zarr"},
         description="Multi-view 2D detections triangulated into 3D pseudo ground truth (robust, per sequence).",

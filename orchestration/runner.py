@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from orchestration.asset_graph import observe_sources
 from orchestration.console import PROGRESS, write_run_log
-from orchestration.freshness import is_fresh
+from orchestration.freshness import step_state
 from orchestration.stages import STAGES, pipeline_steps
 
 
@@ -75,13 +76,39 @@ def _materialize_in_child(config_path: str, instance_ref, asset: str, partition:
         return materialize_step(load_config(config_path), instance, asset, partition)
 
 
+def plan_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None,
+                  partitions: set | None = None, force: bool = False) -> list[tuple[str, str | None]]:
+    """The steps a run materialises, in order: the stale ones and every step that reads one of them
+    (``only``: these assets; ``partitions``: these dataset partitions; ``force``: all of them)."""
+    planned: list[tuple[str, str | None]] = []
+    changing: set[tuple] = set()  # planned steps whose data version changes, so their readers' do too
+    for asset, asset_partitions in pipeline_steps(config):
+        if only is not None and asset not in only:
+            continue
+        for partition in asset_partitions:
+            if partitions is not None and partition is not None and partition not in partitions:
+                continue
+            step = (asset, partition)
+            if force or any(upstream in changing for upstream in STAGES[asset].inputs(config, partition)):
+                state = "changed"
+            else:
+                state = step_state(config, instance, asset, partition)
+            if state != "fresh":
+                planned.append(step)
+            if state == "changed":
+                changing.add(step)
+    return planned
+
+
 def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
                  force: bool = False, jobs: int = 1, report: Callable[[str], None] = print) -> list[StepOutcome]:
-    """Materialise every stale step (``only``: these assets; ``partitions``: these dataset partitions).
+    """Materialise every planned step (``plan_pipeline``), after recording the sources' observations.
 
-    Stages run in order; the stale partitions of one stage run as separate Dagster runs, ``jobs`` at a time
+    Stages run in order; the planned partitions of one stage run as separate Dagster runs, ``jobs`` at a time
     in worker processes. A failed step skips only the steps that read it (its siblings go on).
     """
+    observe_sources(config, instance)
+    planned = set(plan_pipeline(config, instance, only=only, partitions=partitions, force=force))
     outcomes: list[StepOutcome] = []
     not_done: set[tuple] = set()  # (asset, partition) that failed or were skipped
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
@@ -98,7 +125,7 @@ def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = Non
                 if blocked:
                     outcomes.append(StepOutcome(asset, partition, "skipped", error=f"needs {', '.join(blocked)}"))
                     not_done.add((asset, partition))
-                elif not force and is_fresh(config, instance, asset, partition):
+                elif (asset, partition) not in planned:
                     outcomes.append(StepOutcome(asset, partition, "fresh"))
                 else:
                     stale.append(partition)

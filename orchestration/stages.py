@@ -2,7 +2,7 @@
 
 Everything else follows from this table: the runner's order (``pipeline_steps``), the data-version
 signatures that decide what is stale (orchestration/freshness.py), the Dagster assets' code versions and
-dependencies (``asset_deps``), and dvc.yaml (orchestration/dvc_file.py writes it; a test checks it).
+dependencies (orchestration/asset_graph.py), and dvc.yaml (orchestration/dvc_file.py writes it; a test checks it).
 
     dataset[name]            raw folder -> canonical store (one partition per configured dataset)
     pseudo_gt[name]          a multi-view 2D dataset's store -> triangulated 3D pseudo-GT store
@@ -30,6 +30,7 @@ class Stage:
     inputs: Callable  # (config, partition) -> [(stage, partition)] it reads
     settings: Callable  # (config, partition) -> the settings slice its result depends on
     output: Callable  # (config, partition) -> the path it writes
+    group: str  # the Dagster asset group (the UI's sections)
     partitioned_by: str | None = None
     needs_training: bool = False  # exists only when the config has a training section
     published: bool = False  # written as versions behind a pointer (assets.versions)
@@ -58,47 +59,47 @@ def _network(config) -> dict:
 _NETWORK_PARAMS = ("training.backbone", "training.image_size", "training.stride")
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("dataset", ("assets.converters.common", "assets.quality"),
+    Stage("dataset", ("assets.converters.common", "assets.quality"), group="datasets",
           inputs=lambda config, p: [],
           settings=lambda config, p: {"converter": config.datasets[p].converter, "image_size": config.image_size,
                                       "options": config.datasets[p].options.as_dict()},
           output=lambda config, p: config.dataset_store_path(p),
           partitioned_by=DATASETS, published=True, dvc_params=("store.image_size", "datasets.${key}")),
-    Stage("pseudo_gt", ("assets.pseudo_gt", "assets.quality"),
+    Stage("pseudo_gt", ("assets.pseudo_gt", "assets.quality"), group="pseudo_gt",
           inputs=lambda config, p: [("dataset", p)],
           settings=lambda config, p: config.datasets[p].pseudo_gt,
           output=lambda config, p: config.pseudo_gt_store_path(p),
           partitioned_by=MULTIVIEW, published=True,
           dvc_params=("pseudo_gt.threshold_fraction", "pseudo_gt.min_views", "pseudo_gt.datasets.${key}")),
-    Stage("training_pool", ("model.pool",),
+    Stage("training_pool", ("model.pool",), group="training",
           inputs=lambda config, p: _training_inputs(config),
           settings=lambda config, p: {"batch_3d": config.training.batch_3d, "batch_2d": config.training.batch_2d},
           output=lambda config, p: config.store_root / "training_pool.parquet",
           needs_training=True, dvc_params=("training.batch_3d", "training.batch_2d")),
-    Stage("initial_model", ("model.training",),
+    Stage("initial_model", ("model.training",), group="training",
           inputs=lambda config, p: [("training_pool", None), *_training_inputs(config)],
           settings=lambda config, p: {"run": config.training.initial, "network": _network(config)},
           output=lambda config, p: config.models_root / "initial" / "model.pt",
           needs_training=True, dvc_params=("training.initial", *_NETWORK_PARAMS),
           dvc_output=lambda config, p: config.models_root / "initial", resumable=True),
-    Stage("all_skeleton_pseudo_gt", ("model.pseudo_labels", "assets.artifacts"),
+    Stage("all_skeleton_pseudo_gt", ("model.pseudo_labels", "assets.artifacts"), group="training",
           inputs=lambda config, p: [("initial_model", None), ("training_pool", None), *_training_inputs(config)],
           settings=lambda config, p: config.acae.pseudo_gt_examples_per_dataset,
           output=lambda config, p: config.all_skeleton_pseudo_gt_path,
           needs_training=True, published=True, dvc_params=("acae.pseudo_gt_examples_per_dataset",)),
-    Stage("acae", ("model.acae",),
+    Stage("acae", ("model.acae",), group="training",
           inputs=lambda config, p: [("all_skeleton_pseudo_gt", None)],
           settings=lambda config, p: config.acae,
           output=lambda config, p: config.models_root / "acae.pt",
           needs_training=True, dvc_params=("acae",)),
-    Stage("final_model", ("model.training",),
+    Stage("final_model", ("model.training",), group="training",
           inputs=lambda config, p: [("initial_model", None), ("acae", None), ("training_pool", None),
                                     *_training_inputs(config)],
           settings=lambda config, p: {"run": config.training.final, "network": _network(config)},
           output=lambda config, p: config.models_root / "final" / "model.pt",
           needs_training=True, dvc_params=("training.final", *_NETWORK_PARAMS),
           dvc_output=lambda config, p: config.models_root / "final", resumable=True),
-    Stage("benchmark", ("evaluation.benchmark",),
+    Stage("benchmark", ("evaluation.benchmark",), group="benchmarks",
           inputs=lambda config, p: [("final_model", None), ("initial_model", None), ("acae", None),
                                     store_input(config, p)],
           settings=lambda config, p: None,
@@ -142,16 +143,6 @@ def stage_code_version(config, name: str, partition: str | None = None) -> str:
     files = code_files(name)
     if name == "dataset" and partition is not None:
         files.append(converter_file(config.datasets[partition].converter))
-    return hash_files(files)
-
-
-def asset_code_version(name: str) -> str:
-    """Dagster's code version of an asset (one per asset: for conversions, all converters together)."""
-    files = code_files(name)
-    if name == "dataset":
-        from assets.converters import CONVERTERS
-
-        files += [converter_file(converter) for converter in CONVERTERS]
     return hash_files(files)
 
 

@@ -6,6 +6,7 @@ import torch
 
 from assets.skeletons import mirror_name
 from model.acae import ACAE, fit_acae, joint_sides_from_names, reconstruction_errors
+from model.settings import AcaeFitSettings
 
 # A small chiral skeleton: 3 centre joints and 8 left/right pairs, interleaved so the internal
 # [left, right, centre] permutation is not the identity.
@@ -90,12 +91,12 @@ def test_poses():
 
 @pytest.fixture(scope="module")
 def chiral_model(train_poses):
-    return fit_acae(train_poses, JOINT_NAMES, 6, 2, steps=300, batch_size=256)
+    return fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(6, 2, steps=300, batch_size=256))
 
 
 @pytest.fixture(scope="module")
 def free_model(train_poses):
-    return fit_acae(train_poses, JOINT_NAMES, 6, 2, chiral=False, steps=300, batch_size=256)
+    return fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(6, 2, chiral=False, steps=300, batch_size=256))
 
 
 def random_similarity(rng):
@@ -164,7 +165,7 @@ def test_non_chiral_model_has_no_mirror_symmetry(free_model, test_poses):
 # 4. recovery of a known affine structure -------------------------------------------------------------
 def test_recovers_a_low_dimensional_affine_structure(train_poses, test_poses):
     # A small sparsity weight: exact recovery needs some negative weights, which the L1 term discourages.
-    model = fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, sparsity=0.01, steps=2000, batch_size=256)
+    model = fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, sparsity=0.01, steps=2000, batch_size=256))
     errors = model.reconstruction_error(test_poses)
     assert errors.mean_3d_mm < 0.05 * spread_mm(test_poses)
     assert np.all(errors.per_joint_3d_mm < 0.1 * spread_mm(test_poses))
@@ -175,7 +176,7 @@ def test_training_with_missing_joints_converges(train_poses, test_poses):
     rng = np.random.default_rng(4)
     poses = train_poses.copy()
     poses[rng.random(poses.shape[:2]) < 0.2] = np.nan
-    model = fit_acae(poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, sparsity=0.01, steps=2000, batch_size=256)
+    model = fit_acae(poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, sparsity=0.01, steps=2000, batch_size=256))
     assert np.isfinite(model.encoder_weights).all() and np.isfinite(model.decoder_weights).all()
     assert model.info["training"]["missing_fraction"] == pytest.approx(0.2, abs=0.02)
     assert model.reconstruction_error(test_poses).mean_3d_mm < 0.05 * spread_mm(test_poses)
@@ -239,14 +240,14 @@ def test_reconstruction_errors_per_joint_and_projected():
 # training controls ---------------------------------------------------------------------------------------
 def test_progress_reports_and_seeded_determinism(train_poses, test_poses):
     reports = []
-    model = fit_acae(train_poses, JOINT_NAMES, 6, 2, steps=40, log_every=10, progress=reports.append, validation_poses=test_poses)
+    model = fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(6, 2, steps=40), log_every=10, progress=reports.append, validation_poses=test_poses)
     assert [r.step for r in reports] == [10, 20, 30, 40]
     assert all(r.validation_3d_mm > 0 and r.validation_projected_mm > 0 for r in reports)
     assert "validation" in str(reports[-1])
     assert len(model.info["history"]) == 4
-    again = fit_acae(train_poses, JOINT_NAMES, 6, 2, steps=40, progress=lambda r: None)
+    again = fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(6, 2, steps=40), progress=lambda r: None)
     np.testing.assert_array_equal(again.encoder_weights, model.encoder_weights)
-    by_epochs = fit_acae(train_poses, JOINT_NAMES, 6, 2, epochs=2, batch_size=500, progress=lambda r: None)
+    by_epochs = fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(6, 2, epochs=2, batch_size=500), progress=lambda r: None)
     assert by_epochs.info["training"]["steps"] == 12
 
 
@@ -282,7 +283,7 @@ def _with_nan_joint(poses):
 def test_bad_input_raises_a_clear_error(train_poses, poses_fn, names, kwargs, message):
     options = dict(n_latent_sided=6, n_latent_center=2, steps=1) | kwargs
     with pytest.raises(ValueError, match=re.escape(message)):
-        fit_acae(poses_fn(train_poses[:100]), names, **options)
+        fit_acae(poses_fn(train_poses[:100]), names, AcaeFitSettings(**options))
 
 
 def test_sides_override_must_pair_sided_joints_in_chiral_mode(train_poses):
@@ -290,13 +291,13 @@ def test_sides_override_must_pair_sided_joints_in_chiral_mode(train_poses):
     sides[JOINT_NAMES.index("rhip")] = "center"  # 'lhip' loses its partner
     sides[JOINT_NAMES.index("head")] = "left"  # no 'l'/'r' name at all
     with pytest.raises(ValueError) as info:
-        fit_acae(train_poses[:100], JOINT_NAMES, 6, 2, sides=sides, steps=1)
+        fit_acae(train_poses[:100], JOINT_NAMES, AcaeFitSettings(6, 2, sides=sides, steps=1))
     assert "'lhip' (left, needs 'rhip' marked 'right')" in str(info.value)
     assert "'head' (left" in str(info.value)
     # the same sides are fine without chirality, and centre overrides are always fine
-    fit_acae(train_poses[:100], JOINT_NAMES, 6, 2, sides=sides, chiral=False, steps=1)
+    fit_acae(train_poses[:100], JOINT_NAMES, AcaeFitSettings(6, 2, sides=sides, chiral=False, steps=1))
     sides[JOINT_NAMES.index("lhip")] = sides[JOINT_NAMES.index("head")] = "center"
-    model = fit_acae(train_poses[:100], JOINT_NAMES, 6, 2, sides=sides, steps=1)
+    model = fit_acae(train_poses[:100], JOINT_NAMES, AcaeFitSettings(6, 2, sides=sides, steps=1))
     assert model.joint_sides[JOINT_NAMES.index("lhip")] == "center"
 
 
@@ -314,7 +315,7 @@ def test_inference_rejects_wrong_shapes_and_foreign_files(chiral_model, tmp_path
 @pytest.mark.parametrize("chiral", [True, False])
 def test_principal_start_is_exact_on_affine_structure_and_keeps_the_constraints(train_poses, test_poses, chiral):
     # joints that are affine combinations of 2·3 + 2 moving base points: 8 latents reproduce them exactly
-    model = fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, chiral=chiral, init="principal", steps=0)
+    model = fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, chiral=chiral, init="principal", steps=0))
     assert model.info["training"]["init"] == "principal" and model.info["history"] == []
     assert model.reconstruction_error(test_poses).mean_3d_mm < 1e-3 * spread_mm(test_poses)
     np.testing.assert_allclose(model.encoder_weights.sum(0), 1, atol=1e-5)
@@ -330,14 +331,14 @@ def test_principal_start_falls_back_to_random_with_too_few_complete_poses(train_
     poses[:, 0] = np.nan  # one complete pose only (set below): too few for 8 latents
     poses[0, 0] = 0.0
     poses[0, 0, 2] = 4000.0
-    model = fit_acae(poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, init="principal", steps=2)
+    model = fit_acae(poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, init="principal", steps=2))
     assert model.info["training"]["init"] == "random"
     with pytest.raises(ValueError, match=r"closed-form autoencoder alone, but 1 complete pose\(s\) cannot support 8 latents"):
-        fit_acae(poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, init="principal", steps=0)
+        fit_acae(poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, init="principal", steps=0))
     with pytest.raises(ValueError, match=r"or 0 with init='principal'"):
-        fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, steps=0)
+        fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, steps=0))
     with pytest.raises(ValueError, match="init must be one of"):
-        fit_acae(train_poses, JOINT_NAMES, 2 * BASE_PAIRS, BASE_CENTRE, init="pca", steps=1)
+        fit_acae(train_poses, JOINT_NAMES, AcaeFitSettings(2 * BASE_PAIRS, BASE_CENTRE, init="pca", steps=1))
 
 
 def test_closed_form_error_is_the_discarded_joint_space_variance():
@@ -347,12 +348,12 @@ def test_closed_form_error_is_the_discarded_joint_space_variance():
     rng = np.random.default_rng(7)
     poses = rng.normal(0, 100, (400, len(JOINT_NAMES), 3)) + np.array([0, 0, 4000.0])
     latents = 6
-    model = fit_acae(poses, JOINT_NAMES, latents, 0, chiral=False, init="principal", steps=0)
+    model = fit_acae(poses, JOINT_NAMES, AcaeFitSettings(latents, 0, chiral=False, init="principal", steps=0))
     squared_error = ((model.reconstruct(poses) - poses) ** 2).sum()
     rows = poses.transpose(0, 2, 1).reshape(-1, len(JOINT_NAMES))
     centred = rows - rows.mean(axis=1, keepdims=True)
     eigenvalues = np.sort(np.linalg.eigvalsh(centred.T @ centred))[::-1]
     np.testing.assert_allclose(squared_error, eigenvalues[latents - 1:].sum(), rtol=1e-4)
     # and no gradient-trained model of the same class does better in L2 on its training data
-    trained = fit_acae(poses, JOINT_NAMES, latents, 0, chiral=False, sparsity=0.0, loss="3d", steps=300)
+    trained = fit_acae(poses, JOINT_NAMES, AcaeFitSettings(latents, 0, chiral=False, sparsity=0.0, loss="3d", steps=300))
     assert ((trained.reconstruct(poses) - poses) ** 2).sum() >= squared_error * (1 - 1e-6)

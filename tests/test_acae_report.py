@@ -4,6 +4,7 @@ import pytest
 from evaluation.acae_report import baseline_markdown, baseline_rows, errors_per_skeleton, skeleton_of, sparsity
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae
+from model.settings import AcaeFitSettings
 
 # two skeleton formats of six joints each ('<joint>_<format>'), all fixed affine combinations of three
 # moving base points: an ACAE with three latents and PCA with 3·3 coordinates can both be exact
@@ -23,7 +24,7 @@ def base_point_poses(count, seed):
 def data():
     train, held_out = base_point_poses(300, 0), base_point_poses(60, 1)
     held_out[:5, 2] = np.nan  # incomplete poses: PCA cannot reconstruct them, so no row counts them
-    sparse = fit_acae(train, NAMES, LATENTS, 0, chiral=False, sparsity=0.6, steps=20, seed=0)
+    sparse = fit_acae(train, NAMES, AcaeFitSettings(LATENTS, 0, chiral=False, sparsity=0.6, steps=20), seed=0)
     return train, held_out, sparse
 
 

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from assets.joint_names import union_joint_names
 from model import training
 from model.acae import ACAE, fit_acae
 from model.checkpoints import CheckpointError, load_checked
 from model.estimator import PoseEstimator
-from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+from model.network import MetrabsConfig, MetrabsModel
+from model.settings import AcaeFitSettings
 from model.training import CHECKPOINT_KIND, TrainingConfig, TrainingDivergedError, train
 from test_training import TINY, sources  # noqa: F401  (sources: the module-scoped fixture of tiny stores)
 
@@ -179,7 +181,7 @@ def model_files(tmp_path_factory):
     return {
         "estimator": (PoseEstimator(network, "separate", joints).save(root / "estimator.pt"), PoseEstimator.load),
         "metrabs": (network.save(root / "metrabs.pt"), MetrabsModel.load),
-        "acae": (fit_acae(poses, joints, 4, 2, steps=5, batch_size=32).save(root / "acae.pt"), ACAE.load),
+        "acae": (fit_acae(poses, joints, AcaeFitSettings(4, 2, steps=5, batch_size=32)).save(root / "acae.pt"), ACAE.load),
     }
 
 

@@ -71,7 +71,7 @@ def test_test_helper_configs_load(tmp_path):
     config = load_config(write_config(tmp_path, tmp_path / "raw", training=TINY_TRAINING, acae=TINY_ACAE,
                                       benchmark=["demo_h36m", "demo_smpl"]))
     assert config.training.batch_2d == {"demo_lsp2d": 2}
-    assert config.acae.n_latent_center == 2
+    assert config.acae.fit.n_latent_center == 2
     assert config.benchmark.datasets == ("demo_h36m", "demo_smpl")
 
 
@@ -92,7 +92,7 @@ def test_sections_may_be_left_out_or_empty(tmp_path):
     config["datasets"]["demo_h36m"] = {"converter": "demo_h36m", "raw": "raw"}
     loaded = load_config(_write(tmp_path, {**config, "demo": None, "acae": {}}))
     assert loaded.training is None and loaded.demo_size == "demo" and loaded.demo_seed == 0
-    assert loaded.acae.n_latent_sided == 40 and loaded.benchmark.datasets == ()
+    assert loaded.acae.fit.n_latent_sided == 40 and loaded.benchmark.datasets == ()
     assert all(entry.pseudo_gt is None for entry in loaded.datasets.values())
 
 

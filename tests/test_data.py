@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from assets.cameras import Camera, bilinear_sample, reproject_image
+from assets.joint_names import mirror_permutation, skeleton_joint_indices, union_joint_names
 from assets.skeletons import get_skeleton
 from assets.store import open_store, write_store
 from model.augmentation import (
@@ -20,7 +21,6 @@ from model.augmentation import (
     virtual_camera,
 )
 from model.data import MultiDatasetBatches, Source, StoreExamples
-from model.network import mirror_permutation, skeleton_joint_indices, union_joint_names
 from model.reconstruction import flip_intrinsics, project
 from store_factory import make_store_arrays, overwrite_array, project_pose2d
 

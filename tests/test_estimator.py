@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from assets.joint_names import union_joint_names
 import model
 from model.estimator import PoseEstimator, fit_crops
 from model.inference import predict_folder
-from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+from model.network import MetrabsConfig, MetrabsModel
 from orchestration.cli import main
 
 

@@ -5,19 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from assets.joint_names import mirror_permutation, skeleton_joint_indices, split_union_joint_name, union_joint_names
 from assets.skeletons import get_skeleton
+from model.backbones import available_backbones, build_backbone
 from model.heads import MetrabsHead, heatmap_to_image, heatmap_to_metric, soft_argmax
 from model.losses import LossSettings, loss_3d_batch
-from model.network import (
-    MetrabsConfig,
-    MetrabsModel,
-    available_backbones,
-    build_backbone,
-    mirror_permutation,
-    skeleton_joint_indices,
-    split_union_joint_name,
-    union_joint_names,
-)
+from model.network import MetrabsConfig, MetrabsModel
 from model.reconstruction import flip_intrinsics, mirror_pose_2d, mirror_pose_3d
 
 S, STRIDE, DEPTH, BOX = 128, 16, 8, 2200.0

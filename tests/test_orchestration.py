@@ -6,7 +6,9 @@ import pytest
 
 from assets.quality import CHECK_NAMES
 from orchestration.config import ConfigError, load_config
-from orchestration.dataset_assets import build_dataset_assets, raw_data_versions
+from orchestration.asset_graph import (RAW_SOURCE, latest_observed_version as observed_version, observe_sources,
+                                      source_assets, source_versions)
+from orchestration.dataset_assets import build_dataset_assets
 from orchestration.definitions import build_definitions
 from orchestration.runner import failure_message
 from assets.versions import read_pointer
@@ -84,11 +86,11 @@ def test_raw_source_asset_versions_change_only_for_the_edited_dataset(tiny_world
     for name in ("demo_h36m", "demo_smpl"):
         shutil.copytree(tiny_world / name, raw / name)
     config = load_config(write_config(tmp_path, raw, ["demo_h36m", "demo_smpl"]))
-    _, (raw_dataset, _) = build_dataset_assets(config)
+    raw_dataset = source_assets(config)[0]
     assert raw_dataset.is_observable and raw_dataset.partitions_def.get_partition_keys() == ["demo_h36m", "demo_smpl"]
-    before = raw_data_versions(config)
+    before = source_versions(config)[RAW_SOURCE]
     (raw / "demo_smpl" / "notes.txt").write_text("a new file in one raw folder")
-    after = raw_data_versions(config)
+    after = source_versions(config)[RAW_SOURCE]
     assert after["demo_h36m"] == before["demo_h36m"] and after["demo_smpl"] != before["demo_smpl"]
 
 
@@ -122,22 +124,25 @@ def test_schedule_requests_every_benchmark(tiny_world, tmp_path):
     assert all(r.job_name in (None, "benchmark_models") for r in requests)
 
 
-def test_sensor_notices_new_and_changed_raw_datasets(tiny_world, tmp_path):
+def test_sensor_observes_new_and_changed_raw_datasets_and_settings(tiny_world, tmp_path):
     raw = tmp_path / "raw"
-    for name in ("demo_h36m", "demo_smpl"):
+    for name in ("demo_h36m", "demo_multiview2d"):
         shutil.copytree(tiny_world / name, raw / name)
-    config = load_config(write_config(tmp_path, raw, ["demo_h36m", "demo_smpl", "demo_lsp2d"]))
-    defs = build_definitions(config)
-    sensor = defs.resolve_sensor_def("raw_data_sensor")
-    repository = defs.get_repository_def()
+    names = ["demo_h36m", "demo_multiview2d", "demo_lsp2d"]
+    config = load_config(write_config(tmp_path, raw, names))
+    sensor = build_definitions(config).resolve_sensor_def("source_observation_sensor")
     with dg.instance_for_test() as instance:
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repository))
-        assert sorted(r.partition_key for r in first.run_requests) == ["demo_h36m", "demo_smpl"]  # lsp: no folder
-        quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor,
-                                                             repository_def=repository))
-        assert not quiet.run_requests
-        (raw / "demo_smpl" / "extra.txt").write_text("changed")
+        def tick():
+            sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+            return {(s, p): observed_version(instance, s, p) for s, versions in source_versions(config).items()
+                    for p in versions}
+
+        first = tick()
+        assert set(first) == {*((RAW_SOURCE, n) for n in names), *(("dataset_settings", n) for n in names),
+                              ("pseudo_gt_settings", "demo_multiview2d")}
+        assert first[(RAW_SOURCE, "demo_lsp2d")] == "missing"
+        assert observe_sources(config, instance) == []  # nothing changed: nothing recorded again
+        (raw / "demo_multiview2d" / "extra.txt").write_text("changed")
         shutil.copytree(tiny_world / "demo_lsp2d", raw / "demo_lsp2d")
-        changed = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=quiet.cursor,
-                                                               repository_def=repository))
-        assert sorted(r.partition_key for r in changed.run_requests) == ["demo_lsp2d", "demo_smpl"]
+        changed = {key for key, version in tick().items() if version != first[key]}
+        assert changed == {(RAW_SOURCE, "demo_multiview2d"), (RAW_SOURCE, "demo_lsp2d")}

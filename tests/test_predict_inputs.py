@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from assets.joint_names import union_joint_names
 import model.inference as inference
 from model.estimator import PoseEstimator
 from model.inference import (PredictFileNotFoundError, PredictInputError, check_fov, crop_intrinsics, load_estimator,
                              predict_folder)
-from model.network import MetrabsConfig, MetrabsModel, union_joint_names
+from model.network import MetrabsConfig, MetrabsModel
 from orchestration.cli import main
 
 SIZE = 64  # the tiny model's input size

@@ -25,12 +25,20 @@ def test_dvc_yaml_is_the_one_the_stage_table_writes():
         "dvc.yaml is out of date: run .venv/bin/python -m orchestration.dvc_file"
 
 
-def test_dagster_dependencies_are_the_stage_tables(full_config):
+def test_dagster_dependencies_are_the_stage_tables_partition_by_partition(full_config):
     graph = build_definitions(full_config).resolve_asset_graph()
+    sources = {"raw_dataset", "dataset_settings", "pseudo_gt_settings"}
     for name, stage in STAGES.items():
-        table = {upstream for p in partitions(full_config, stage) for upstream, _ in stage.inputs(full_config, p)}
-        dagster = {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys} - {"raw_dataset"}
-        assert dagster == table, name
+        for p in partitions(full_config, stage):
+            table = set(stage.inputs(full_config, p))
+            parents = graph.get_parents_partitions(dg.AssetKey(name), p)
+            assert not parents.required_but_nonexistent_parents_partitions, (name, p)
+            dagster = {(parent.asset_key.to_user_string(), parent.partition_key) for parent in parents.parent_partitions}
+            assert {(a, q) for a, q in dagster if a not in sources} == table, (name, p)
+    assert {key.to_user_string() for key in graph.get(dg.AssetKey("dataset")).parent_keys} == {
+        "raw_dataset", "dataset_settings"}
+    assert {key.to_user_string() for key in graph.get(dg.AssetKey("pseudo_gt")).parent_keys} == {
+        "dataset", "pseudo_gt_settings"}
 
 
 def test_the_runner_follows_the_table_in_dependency_order(full_config):
@@ -78,8 +86,8 @@ def test_every_stage_names_code_that_exists():
 
 @pytest.mark.parametrize("executor", ["in_process", "multiprocess", "dagster:multiprocess_executor"])
 def test_the_executor_comes_from_the_config_and_validates(tiny_world, tmp_path, executor):
+    import os
     import subprocess
-    import sys
 
     config_path = write_config(tmp_path, tiny_world, list(DEMO_DATASETS), training=TINY_TRAINING,
                                benchmark=["demo_h36m"], acae=TINY_ACAE)
@@ -91,7 +99,7 @@ def test_the_executor_comes_from_the_config_and_validates(tiny_world, tmp_path, 
     dagster = PROJECT / ".venv" / "bin" / "dagster"
     done = subprocess.run([str(dagster) if dagster.exists() else "dagster", "definitions", "validate",
                            "-m", "orchestration.definitions"], cwd=PROJECT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "DOZENS_CONFIG": str(config_path),
+                          env={**os.environ, "DOZENS_CONFIG": str(config_path),
                                "DAGSTER_HOME": str(tmp_path / "dagster_home")}, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -4,10 +4,11 @@ import torch
 
 from assets.converters import get_converter
 from assets.converters.common import convert
+from assets.joint_names import union_joint_names
 from model.acae import fit_acae
 from model.data import Source
 from model.estimator import PoseEstimator, latent_point_names
-from model.network import union_joint_names
+from model.settings import AcaeFitSettings
 from model.training import TrainingConfig, learning_rate_at, train
 
 TINY = dict(steps=4, checkpoint_every=2, log_every=1, workers=0, image_size=64, abs_loss_start_step=2,
@@ -60,7 +61,7 @@ def test_every_mode_trains_with_a_frozen_autoencoder(sources, tmp_path, mode):
     joints = union_joint_names(["h36m_17", "smpl_24", "lsp_14"])
     rng = np.random.default_rng(0)
     poses = rng.normal(0, 200, (64, len(joints), 3)) + [0, 0, 4000]
-    acae = fit_acae(poses, joints, 4, 2, steps=20, batch_size=32)
+    acae = fit_acae(poses, joints, AcaeFitSettings(4, 2, steps=20, batch_size=32))
     result = train(TrainingConfig(**{**TINY, "mode": mode}), sources, tmp_path / mode, acae=acae)
     estimator = PoseEstimator.load(result.model_path)
     assert estimator.mode == mode

@@ -1,0 +1,134 @@
+"""The stage table (orchestration/stages.py) as Dagster sees it: dependencies, code versions and sources.
+
+Dagster judges staleness on its own (the UI's stale markers, automation conditions) from an asset's
+dependencies, its code version and the data versions of what it read. Each of those comes from the stage
+table here, so that Dagster and the runner (orchestration/freshness.py) agree on what is stale:
+
+- dependencies with partition mappings that name exactly the (stage, partition) pairs each partition reads;
+- code versions: the hash of the stage's code and, for an unpartitioned stage, of its settings slice;
+- source assets whose data versions change when what they stand for changes: ``raw_dataset`` (the content
+  of each raw folder) and ``<stage>_settings`` (the settings slice of each partition of a partitioned stage).
+"""
+
+import hashlib
+import json
+import warnings
+
+import dagster as dg
+
+from orchestration.freshness import DATA_VERSION_TAG, raw_version
+from orchestration.stages import STAGES, code_files, partitions
+from orchestration.code_versions import hash_files
+
+RAW_SOURCE = "raw_dataset"
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def partitions_definition(config, name: str) -> dg.StaticPartitionsDefinition | None:
+    if STAGES[name].partitioned_by is None:
+        return None
+    return dg.StaticPartitionsDefinition(partitions(config, STAGES[name]))
+
+
+def settings_source(config, name: str) -> str | None:
+    """The source asset standing for a partitioned stage's per-partition settings (None: it has none)."""
+    stage = STAGES[name]
+    if stage.partitioned_by is None or all(stage.settings(config, p) is None for p in partitions(config, stage)):
+        return None
+    return f"{name}_settings"
+
+
+def asset_code_version(config, name: str) -> str:
+    """One code version per asset: for conversions all converters' code; for an unpartitioned stage its
+    settings too (a partitioned stage's settings are its settings source's data versions instead)."""
+    files = code_files(name)
+    if name == "dataset":
+        from assets.converters import CONVERTERS
+
+        files += [f"assets/converters/{converter}.py" for converter in CONVERTERS]
+    code = hash_files(files)
+    stage = STAGES[name]
+    if stage.partitioned_by is None and stage.settings(config, None) is not None:
+        return f"{code}-{_digest(stage.settings(config, None))}"
+    return code
+
+
+def asset_deps(config, name: str) -> list[dg.AssetDep]:
+    """The stage's inputs as Dagster dependencies, partition by partition."""
+    stage = STAGES[name]
+    reads: dict[str, list[tuple]] = {}  # upstream stage -> [(partition, upstream partition)]
+    for partition in partitions(config, stage):
+        for upstream, upstream_partition in stage.inputs(config, partition):
+            reads.setdefault(upstream, []).append((partition, upstream_partition))
+    deps = []
+    for upstream, pairs in reads.items():
+        if STAGES[upstream].partitioned_by is None:
+            deps.append(dg.AssetDep(upstream))
+        elif stage.partitioned_by is None:
+            read = sorted({u for _, u in pairs})
+            deps.append(dg.AssetDep(upstream, partition_mapping=dg.SpecificPartitionsPartitionMapping(read)))
+        else:
+            mapping: dict[str, set] = {}
+            for partition, upstream_partition in pairs:
+                mapping.setdefault(upstream_partition, set()).add(partition)
+            deps.append(dg.AssetDep(upstream, partition_mapping=dg.StaticPartitionMapping(mapping)))
+    if name == "dataset":
+        deps.append(dg.AssetDep(RAW_SOURCE))
+    if (source := settings_source(config, name)) is not None:
+        deps.append(dg.AssetDep(source))
+    return deps
+
+
+def source_versions(config) -> dict[str, dict[str, str]]:
+    """{source asset: {partition: data version}}: raw folder contents (from the hash cache: unchanged files
+    are not read) and each partitioned stage's settings."""
+    versions = {RAW_SOURCE: {name: raw_version(config, name) for name in sorted(config.datasets)}}
+    for name, stage in STAGES.items():
+        if (source := settings_source(config, name)) is not None:
+            versions[source] = {p: _digest(stage.settings(config, p)) for p in partitions(config, stage)}
+    return versions
+
+
+def _source_asset(config, source: str, partitions_def, group: str, description: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # observable source assets are beta, and what we need
+
+        @dg.observable_source_asset(name=source, partitions_def=partitions_def, group_name=group,
+                                    description=description)
+        def observe(context):
+            return dg.DataVersionsByPartition(source_versions(config)[source])
+
+    return observe
+
+
+def source_assets(config) -> list:
+    assets = [_source_asset(config, RAW_SOURCE, partitions_definition(config, "dataset"), "datasets",
+                            "Raw dataset folders as configured in params.yaml (content hash).")]
+    for name, stage in STAGES.items():
+        if (source := settings_source(config, name)) is not None and partitions(config, stage):
+            assets.append(_source_asset(config, source, partitions_definition(config, name), stage.group,
+                                        f"The params.yaml settings of each {name} partition (hash)."))
+    return assets
+
+
+def latest_observed_version(instance: dg.DagsterInstance, source: str, partition: str) -> str | None:
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(source), asset_partitions=[partition]), limit=1).records
+    observation = records[0].asset_observation if records else None
+    return observation.tags.get(DATA_VERSION_TAG) if observation is not None and observation.tags else None
+
+
+def observe_sources(config, instance: dg.DagsterInstance) -> list[tuple[str, str]]:
+    """Record an observation of every source partition whose data version changed since the last one
+    (what the Dagster UI's stale markers and the automation conditions compare against); returns those."""
+    changed = []
+    for source, versions in source_versions(config).items():
+        for partition, version in versions.items():
+            if latest_observed_version(instance, source, partition) != version:
+                instance.report_runless_asset_event(dg.AssetObservation(
+                    source, partition=partition, tags={DATA_VERSION_TAG: version}))
+                changed.append((source, partition))
+    return changed
