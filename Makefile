@@ -22,8 +22,10 @@ setup: .venv/.installed .dvc-venv/.installed
 demo: setup
 	.venv/bin/dozens demo
 
+# two workers, each taking whole test files (module fixtures are built once): the suite is mostly
+# single-threaded Python, and its longest file (test_dvc.py, DVC subprocesses) then runs beside the rest
 test: setup
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q -n 2 --dist loadfile
 
 repro: setup
 	.venv/bin/dozens generate

@@ -1,4 +1,5 @@
-"""Dagster wiring for benchmarks: one partition per test set, scores appended to the history."""
+"""Dagster wiring for benchmarks: one partition per test set, scores appended to the history (the scoring
+code, torch and matplotlib are imported inside the asset, as in orchestration/model_assets.py)."""
 
 import json
 
@@ -6,9 +7,6 @@ import dagster as dg
 
 from assets.atomic_files import write_bytes_atomically
 from assets.file_hashes import fingerprint_paths
-from evaluation.benchmark import (append_history, history_rows, mean_pose_baseline, read_history, results_markdown,
-                                  score)
-from evaluation.plots import bar_plot_png, line_plot_png
 from orchestration.config import PipelineConfig
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
@@ -34,6 +32,9 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
               group_name="benchmarks", kinds={"parquet"},
               description="Scores of the final (and initial) model on one test set; appended to the history.")
     def benchmark(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from evaluation.benchmark import (append_history, history_rows, mean_pose_baseline, read_history,
+                                          results_markdown, score)
+        from evaluation.plots import bar_plot_png, line_plot_png
         from model.acae import ACAE
         from model.estimator import PoseEstimator
 

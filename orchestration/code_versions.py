@@ -28,8 +28,15 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def _imports(file: Path, module: str) -> set[str]:
+def _imports(file: Path, module: str) -> frozenset[str]:
     """Project modules imported anywhere in ``file`` (also inside functions: lazy imports run too)."""
+    stat = file.stat()
+    return _parsed_imports(file, module, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=None)
+def _parsed_imports(file: Path, module: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """``_imports`` of one version of a file: each file is parsed once per process, not once per stage."""
     tree = ast.parse(file.read_text(), str(file))
     package = module if file.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -43,7 +50,7 @@ def _imports(file: Path, module: str) -> set[str]:
                 base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {name for name in found if module_file(name) is not None}
+    return frozenset(name for name in found if module_file(name) is not None)
 
 
 @lru_cache(maxsize=None)

@@ -3,24 +3,16 @@
 training_pool → initial_model (separate heads) → all_skeleton_pseudo_gt → acae → final_model (consistency)
 
 Thin: the training loop (model.training), the autoencoder (model.acae), the pseudo labels
-(model.pseudo_labels) and the reports (evaluation.*) are plain Python.
+(model.pseudo_labels) and the reports (evaluation.*) are plain Python. They are imported inside the
+assets: torch and matplotlib then load only in a process that trains, and every other process that loads
+the definitions (a DVC conversion stage, a conversion worker, the UI's code server) starts seconds sooner.
 """
-
 
 import dagster as dg
 import numpy as np
 
 from assets.artifacts import read_zarr_group, write_zarr_group
 from assets.atomic_files import write_atomically
-from evaluation.acae_report import (baseline_markdown, baseline_rows, errors_per_skeleton, latent_plot_png,
-                                    markdown_table, sparsity)
-from evaluation.plots import line_plot_png
-from model.acae import ACAE, fit_acae
-from model.data import Source
-from model.estimator import PoseEstimator
-from model.pool import build_training_pool
-from model.pseudo_labels import predict_all_skeletons
-from model.training import TrainingConfig, train
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
@@ -31,13 +23,17 @@ from orchestration.automation import STALE_CONDITION
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
 
-def training_sources(config: PipelineConfig) -> list[Source]:
+def training_sources(config: PipelineConfig) -> list:
+    from model.data import Source
+
     settings = config.training
     return ([Source(name, config.training_store_path(name), count, "3d") for name, count in settings.batch_3d.items()]
             + [Source(name, config.training_store_path(name), count, "2d") for name, count in settings.batch_2d.items()])
 
 
-def training_metadata(result, config: TrainingConfig) -> dict:
+def training_metadata(result, config) -> dict:
+    from evaluation.plots import line_plot_png
+
     steps = [h["step"] for h in result.history]
     curves = {k: (steps, [h[k] for h in result.history]) for k in result.history[0]
               if k not in ("step", "lr", "images_per_second") and not k.endswith("_abs")} if result.history else {}
@@ -64,7 +60,9 @@ def build_model_assets(config: PipelineConfig) -> list:
     all_skeleton_path = config.all_skeleton_pseudo_gt_path
     acae_path = models / "acae.pt"
 
-    def run_config(run) -> TrainingConfig:
+    def run_config(run):
+        from model.training import TrainingConfig
+
         return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
                               backbone=settings.backbone, workers=settings.workers,
                               image_cache_mb=settings.image_cache_mb,
@@ -77,6 +75,8 @@ def build_model_assets(config: PipelineConfig) -> list:
               automation_condition=STALE_CONDITION, group_name="training", kinds={"parquet"},
               description="Index of every example the training runs draw from, with its store and batch part.")
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from model.pool import build_training_pool
+
         version = expected_signature(config, context.instance, "training_pool")
         pool = build_training_pool(training_sources(config))
         write_atomically(pool_path, pool.write_parquet)
@@ -92,6 +92,8 @@ def build_model_assets(config: PipelineConfig) -> list:
               automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from model.training import train
+
         run = run_config(settings.initial)
         version = expected_signature(config, context.instance, "initial_model")
         result = train(run, training_sources(config), models / "initial", progress=step_progress(context),
@@ -103,6 +105,9 @@ def build_model_assets(config: PipelineConfig) -> list:
               description="Step 2a: the initial model's predictions of every skeleton's joints (flip TTA) on "
                           "training crops: dense poses in all formats for the autoencoder.")
     def all_skeleton_pseudo_gt(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from model.estimator import PoseEstimator
+        from model.pseudo_labels import predict_all_skeletons
+
         version = expected_signature(config, context.instance, "all_skeleton_pseudo_gt")
         estimator = PoseEstimator.load(models / "initial" / "model.pt")
         stores = [config.training_store_path(name) for name in settings.batch_3d]
@@ -123,6 +128,10 @@ def build_model_assets(config: PipelineConfig) -> list:
               automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 2b: the affine-combining autoencoder fit on the all-skeleton pseudo-GT.")
     def acae(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from evaluation.acae_report import (baseline_markdown, baseline_rows, errors_per_skeleton, latent_plot_png,
+                                            markdown_table, sparsity)
+        from model.acae import fit_acae
+
         version = expected_signature(config, context.instance, "acae")
         arrays, attrs = read_zarr_group(all_skeleton_path)
         poses = arrays["poses"].astype(np.float64)
@@ -150,6 +159,9 @@ def build_model_assets(config: PipelineConfig) -> list:
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from model.acae import ACAE
+        from model.training import train
+
         run = run_config(settings.final)
         version = expected_signature(config, context.instance, "final_model")
         result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),

@@ -14,12 +14,35 @@ PAPER_FORMATS = {
 
 
 def test_all_23_public_formats_with_matching_joint_counts():
-    assert set(BUILTIN_FORMATS) == PAPER_FORMATS | {"blazepose_33"}
+    assert set(BUILTIN_FORMATS) == PAPER_FORMATS | {"blazepose_33", "coco_17", "mpii_16"}
     for name in BUILTIN_FORMATS:
         skeleton = get_skeleton(name)
         # the suffix of every format name is its joint count
         assert skeleton.num_joints == int(name.rsplit("_", 1)[1]), name
         assert skeleton.edges, name
+
+
+def test_the_2d_formats_of_coco_and_mpii_follow_their_files_order_and_mirror():
+    coco = get_skeleton("coco_17")
+    assert coco.joint_names[:5] == ("nose", "leye", "reye", "lear", "rear") and coco.joint_names[-1] == "rank"
+    assert {(coco.joint_names[a], coco.joint_names[b]) for a, b in coco.mirror_pairs} == {
+        ("leye", "reye"), ("lear", "rear"), ("lsho", "rsho"), ("lelb", "relb"), ("lwri", "rwri"), ("lhip", "rhip"),
+        ("lkne", "rkne"), ("lank", "rank")}
+    mpii = get_skeleton("mpii_16")
+    # MPII's point ids: 0 r ankle ... 6 pelvis, 7 thorax, 8 upper neck, 9 head top, 10 r wrist ... 15 l wrist
+    assert [mpii.joint_names[i] for i in (0, 5, 6, 7, 8, 9, 10, 15)] == [
+        "rank", "lank", "pelv", "thor", "neck", "htop", "rwri", "lwri"]
+    assert len(mpii.mirror_pairs) == 6
+    for skeleton in (coco, mpii):  # one connected body
+        reached, frontier = {0}, [0]
+        while frontier:
+            joint = frontier.pop()
+            for a, b in skeleton.edges:
+                for here, there in ((a, b), (b, a)):
+                    if here == joint and there not in reached:
+                        reached.add(there)
+                        frontier.append(there)
+        assert reached == set(range(skeleton.num_joints)), skeleton.name
 
 
 def test_registry_data_is_packaged_with_the_code():

@@ -14,6 +14,10 @@ CONVERTERS = {
     "mpi_inf_3dhp": "assets.converters.mpi_inf_3dhp",
     "mpi_inf_3dhp_test": "assets.converters.mpi_inf_3dhp_test",
     "3dpw": "assets.converters.3dpw",
+    "panoptic": "assets.converters.panoptic",
+    "aspset": "assets.converters.aspset",
+    "coco": "assets.converters.coco",
+    "mpii": "assets.converters.mpii",
 }
 
 
