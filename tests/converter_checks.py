@@ -21,3 +21,17 @@ def assert_refused_keeping_the_store(convert_again, store_path, damaged_file, fi
     assert after.path == before.path and after.attrs["raw_fingerprint"] == fingerprint
     np.testing.assert_array_equal(after.load("pose3d"), pose3d)
     return info.value
+
+
+def assert_labels_on_the_rendered_joints(store, image_size: int, margin: float = 25) -> None:
+    """The test trees render bright blobs at the planted joints: in the stored crops the 2D labels must sit
+    on them (calibration, frames, distortion and crop agree)."""
+    images, pose2d = store.load("image").astype(np.float64), store.load("pose2d")
+    at_joints, elsewhere = [], []
+    for image, uv in zip(images, pose2d):
+        brightness = image.mean(axis=-1)
+        labelled = np.isfinite(uv).all(axis=-1)
+        px = np.clip(np.round(uv[labelled]).astype(int), 0, image_size - 1)
+        at_joints.append(brightness[px[:, 1], px[:, 0]].mean())
+        elsewhere.append(brightness.mean())
+    assert np.mean(at_joints) > np.mean(elsewhere) + margin

@@ -28,7 +28,8 @@ from assets.converters.raw_io import RawDataError
 from assets.quality import run_store_checks
 from assets.skeletons import get_skeleton
 from assets.store import open_store
-from converter_checks import assert_refused_keeping_the_store
+from converter_checks import assert_refused_keeping_the_store, assert_labels_on_the_rendered_joints
+from raw_media import write_video
 
 av = pytest.importorskip("av")
 c3d = pytest.importorskip("c3d")
@@ -175,20 +176,6 @@ def write_boxes(path: Path, boxes: np.ndarray, empty_rows=()) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_video(path: Path, images) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=50)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.gop_size = 4
-        stream.bit_rate = 8_000_000
-        for image in images:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def views_of(camera_id: str) -> tuple:
     return CAMERAS if camera_id == "all" else (camera_id,)
 
@@ -217,7 +204,7 @@ def build_raw(root: Path, *, frames: bool, videos: bool) -> Path:
                 for f, image in enumerate(images):
                     Image.fromarray(image).save(folder / f"{f:06d}.jpg", quality=95)
             if videos:
-                write_video(split_dir / "videos" / subject / f"{stem}.mkv", images)
+                write_video(split_dir / "videos" / subject / f"{stem}.mkv", images, bit_rate=8_000_000)
     return root
 
 
@@ -327,15 +314,7 @@ def test_store_passes_every_quality_check(converted):
 
 def test_labels_sit_on_the_person_in_the_crops(converted):
     """The rendered joint blobs are where pose2d says: calibration, frames and crop agree."""
-    store = open_store(converted.path)
-    images, pose2d = store.load("image").astype(np.float64), store.load("pose2d")
-    at_joints, elsewhere = [], []
-    for image, uv in zip(images, pose2d):
-        brightness = image.mean(axis=-1)
-        px = np.clip(np.round(uv).astype(int), 0, IMAGE_SIZE - 1)
-        at_joints.append(brightness[px[:, 1], px[:, 0]].mean())
-        elsewhere.append(brightness.mean())
-    assert np.mean(at_joints) > np.mean(elsewhere) + 25
+    assert_labels_on_the_rendered_joints(open_store(converted.path), IMAGE_SIZE)
 
 
 # -- pitfalls ------------------------------------------------------------------------------------

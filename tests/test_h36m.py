@@ -26,6 +26,8 @@ from assets.converters.raw_io import RawDataError  # noqa: E402
 from assets.quality import run_store_checks  # noqa: E402
 from assets.skeletons import get_skeleton  # noqa: E402
 from assets.store import open_store  # noqa: E402
+from converter_checks import assert_labels_on_the_rendered_joints
+from raw_media import write_video
 
 CAMERAS = ("54138969", "55011271", "58860488", "60457274")
 SCALE = 0.1  # test frames are 1/10 of the real ones
@@ -193,22 +195,6 @@ def render(subject, stem, camera, frame, world) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, images) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = images[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=50)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = 25
-        stream.bit_rate = 20_000_000  # near-lossless: the frames are textured, unlike a flat test pattern
-        for image in images:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def build_raw(root: Path, *, images: bool = True, video: bool = False) -> Path:
     write_metadata(root / "Release-v1.2" / "metadata.xml")
     for subject, stem, num_frames in TAKES:
@@ -221,7 +207,8 @@ def build_raw(root: Path, *, images: bool = True, video: bool = False) -> Path:
             write_cdf(features / "D2_Positions" / f"{stem}.{camera}.cdf", h36m_project(mono, f, c, k, p) + D2_OFFSET)
             frames = [render(subject, stem, camera, i, truth[i]) for i in range(num_frames)]
             if video:
-                write_video(root / subject / "Videos" / f"{stem}.{camera}.mp4", frames)
+                write_video(root / subject / "Videos" / f"{stem}.{camera}.mp4", frames, gop_size=25,
+                            bit_rate=20_000_000)  # near-lossless for textured frames
             if images:  # PosePile's extraction keeps every 5th and every 64th frame
                 folder = root / subject / "Images" / f"{stem}.{camera}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -342,14 +329,7 @@ def test_store_passes_every_quality_check(store_images):
 
 def test_labels_sit_on_the_person_in_the_crops(store_images):
     """The rendered joint blobs are where pose2d says: intrinsics, distortion and crop agree."""
-    images, pose2d = store_images.load("image").astype(np.float64), store_images.load("pose2d")
-    at_joints, elsewhere = [], []
-    for image, uv in zip(images, pose2d):
-        brightness = image.mean(axis=-1)
-        px = np.clip(np.round(uv).astype(int), 0, IMAGE_SIZE - 1)
-        at_joints.append(brightness[px[:, 1], px[:, 0]].mean())
-        elsewhere.append(brightness.mean())
-    assert np.mean(at_joints) > np.mean(elsewhere) + 25
+    assert_labels_on_the_rendered_joints(store_images, IMAGE_SIZE)
 
 
 def test_video_and_extracted_frames_give_the_same_crops(raw_video, store_images, tmp_path):

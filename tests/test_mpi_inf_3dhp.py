@@ -28,6 +28,7 @@ from assets.store import open_store  # noqa: E402
 from assets.synthetic.body import Body  # noqa: E402
 from assets.synthetic.motion import generate_motion  # noqa: E402
 from converter_checks import assert_refused_keeping_the_store
+from raw_media import write_video
 
 FRAME = 96  # side of the tiny training frames (the release's are 2048)
 ROWS = 12  # annotation rows per camera
@@ -109,18 +110,9 @@ def write_annot_mat(path, annot2: list, annot3: list) -> None:
     savemat(path, mat)
 
 
-def write_video(path, levels: list[int], size=(FRAME, FRAME)) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "1"}
-        for value in levels:
-            frame = np.full((size[1], size[0], 3), value, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+def level_video(path, levels: list[int], size=(FRAME, FRAME)) -> None:
+    """A video whose frame i is one flat grey level (tells the frames apart after decoding)."""
+    write_video(path, [np.full((size[1], size[0], 3), value, np.uint8) for value in levels], rate=25)
 
 
 def write_sequence(root, subject: str, sequence: str, seed: int, *, videos=range(14), extracted=None,
@@ -135,7 +127,7 @@ def write_sequence(root, subject: str, sequence: str, seed: int, *, videos=range
     write_annot_mat(seq_dir / "annot.mat", annot2, [a * unit for a in annot3])
     write_calibration(seq_dir / "camera.calibration", cameras)
     for c in videos:
-        write_video(seq_dir / "imageSequence" / f"video_{c}.avi", [level(r) for r in range(VIDEO_FRAMES)])
+        level_video(seq_dir / "imageSequence" / f"video_{c}.avi", [level(r) for r in range(VIDEO_FRAMES)])
     for c, rows in (extracted or {}).items():
         for r in rows:  # ffmpeg's img_X_%06d.jpg: the first frame is number 1
             pixels = np.empty((FRAME, FRAME, 3), np.uint8)

@@ -146,3 +146,15 @@ def test_sensor_observes_new_and_changed_raw_datasets_and_settings(tiny_world, t
         shutil.copytree(tiny_world / "demo_lsp2d", raw / "demo_lsp2d")
         changed = {key for key, version in tick().items() if version != first[key]}
         assert changed == {(RAW_SOURCE, "demo_multiview2d"), (RAW_SOURCE, "demo_lsp2d")}
+
+
+def test_dry_run_lists_the_stale_steps_and_builds_nothing(tiny_world, tmp_path, monkeypatch, capsys):
+    from orchestration.cli import main
+
+    config_path = write_config(tmp_path, tiny_world, ["demo_h36m", "demo_multiview2d"])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert main(["--config", str(config_path), "convert", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == ["would run dataset[demo_h36m]", "would run dataset[demo_multiview2d]",
+                       "would run pseudo_gt[demo_multiview2d]", "3 steps would run"]
+    assert not (tmp_path / "stores" / "dataset").exists() and not (tmp_path / "stores" / "pseudo_gt").exists()

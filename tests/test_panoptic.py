@@ -30,6 +30,7 @@ from assets.skeletons import get_skeleton
 from assets.store import open_store
 from assets.synthetic.motion import sample_all_formats
 from converter_checks import assert_refused_keeping_the_store
+from raw_media import write_video
 
 av = pytest.importorskip("av")
 panoptic = get_converter("panoptic")
@@ -167,21 +168,6 @@ def render(sequence: str, name: str, frame: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(30000, 1001))  # 29.97 fps, as the HD videos
-        stream.width, stream.height = W, H
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = 3
-        stream.options = {"qscale": "1"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def write_raw_tree(root: Path) -> Path:
     for sequence, num_frames in FRAMES.items():
         seq_dir = root / sequence
@@ -198,7 +184,8 @@ def write_raw_tree(root: Path) -> Path:
                 Image.fromarray(render(sequence, name, frame)).save(image_dir / f"{name}_{frame:08d}.jpg",
                                                                      quality=95, subsampling=0)
         for name in VIDEOS[sequence]:
-            write_video(seq_dir / "hdVideos" / f"hd_{name}.mp4", [render(sequence, name, f) for f in range(num_frames)])
+            write_video(seq_dir / "hdVideos" / f"hd_{name}.mp4", [render(sequence, name, f) for f in range(num_frames)],
+                        rate=Fraction(30000, 1001), gop_size=3)  # 29.97 fps, as the HD videos
     (root / "README.txt").write_text("not a sequence folder")
     (root / "panoptic-toolbox").mkdir()  # a clone of the toolbox next to the sequences: not a sequence
     return root

@@ -128,15 +128,19 @@ def _is_hd(entry: dict) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"].startswith("00_")
 
 
+def _list_field(path: Path, data, field: str, items: str) -> list:
+    """``data[field]`` of a JSON file's top-level object, which must be a list of ``items``."""
+    if not isinstance(data, dict) or field not in data:
+        raise RawDataError(path, field, "the field to be present", "it is missing")
+    if not isinstance(data[field], list):
+        raise RawDataError(path, field, f"a list of {items}", type(data[field]).__name__)
+    return data[field]
+
+
 def hd_entries(path: Path) -> dict[str, dict]:
     """name -> calibration entry of every HD camera in a calibration file (VGA and Kinect cameras are skipped
     without being read)."""
-    data = load_json(path)
-    if not isinstance(data, dict) or "cameras" not in data:
-        raise RawDataError(path, "cameras", "the field to be present", "it is missing")
-    cameras = data["cameras"]
-    if not isinstance(cameras, list):
-        raise RawDataError(path, "cameras", "a list of camera objects", type(cameras).__name__)
+    cameras = _list_field(path, load_json(path), "cameras", "camera objects")
     entries = {}
     for i, entry in enumerate(cameras):
         if not isinstance(entry, dict):
@@ -225,12 +229,7 @@ def body_files(sequence_dir: Path) -> tuple[Path, list[tuple[int, Path]]]:
 def read_bodies(path: Path, min_joints: int) -> list[tuple[str, np.ndarray]]:
     """(body id, [19, 3] world mm with NaN for unlabelled joints) of the bodies of one frame that keep at
     least ``min_joints`` labelled joints."""
-    data = load_json(path)
-    if not isinstance(data, dict) or "bodies" not in data:
-        raise RawDataError(path, "bodies", "the field to be present", "it is missing")
-    bodies = data["bodies"]
-    if not isinstance(bodies, list):
-        raise RawDataError(path, "bodies", "a list of bodies", type(bodies).__name__)
+    bodies = _list_field(path, load_json(path), "bodies", "bodies")
     kept = []
     for i, body in enumerate(bodies):
         if not isinstance(body, dict):
