@@ -124,9 +124,14 @@ def latest_observed_version(instance: dg.DagsterInstance, source: str, partition
 def observe_sources(config, instance: dg.DagsterInstance) -> list[tuple[str, str]]:
     """Record an observation of every source partition whose data version changed since the last one
     (what the Dagster UI's stale markers and the automation conditions compare against); returns those."""
+    return record_observations(instance, source_versions(config))
+
+
+def record_observations(instance: dg.DagsterInstance, versions: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
+    """``observe_sources`` with the versions already computed (``source_versions``)."""
     changed = []
-    for source, versions in source_versions(config).items():
-        for partition, version in versions.items():
+    for source, by_partition in versions.items():
+        for partition, version in by_partition.items():
             if latest_observed_version(instance, source, partition) != version:
                 instance.report_runless_asset_event(dg.AssetObservation(
                     source, partition=partition, tags={DATA_VERSION_TAG: version}))

@@ -136,12 +136,9 @@ def print_benchmark_table(config) -> None:
 
 def show_plan(config, *, only=None, partitions=None, force=False) -> int:
     """What a run would materialise now, in order (after recording the sources' observations)."""
-    from orchestration.asset_graph import observe_sources
-    from orchestration.runner import plan_pipeline
+    from orchestration.runner import observe_and_plan
 
-    instance = _dagster_instance()
-    observe_sources(config, instance)
-    planned = plan_pipeline(config, instance, only=only, partitions=partitions, force=force)
+    planned = observe_and_plan(config, _dagster_instance(), only=only, partitions=partitions, force=force)
     for asset, partition in planned:
         print(f"would run {asset}[{partition}]" if partition else f"would run {asset}")
     print(f"{len(planned)} steps would run" if planned else "nothing to do, everything is up to date")

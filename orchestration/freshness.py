@@ -42,12 +42,14 @@ def upstream_versions(instance: dg.DagsterInstance, keys) -> dict:
             for asset, partition in keys}
 
 
-def expected_signature(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
-    """The data version ``asset`` (``partition``) gets when materialised from the current inputs."""
+def expected_signature(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None,
+                       raw_versions: dict | None = None) -> str:
+    """The data version ``asset`` (``partition``) gets when materialised from the current inputs
+    (``raw_versions``: the raw folders' versions when the caller has them already, by dataset)."""
     stage = STAGES[asset]
     upstream = upstream_versions(instance, stage.inputs(config, partition))
     if asset == "dataset":
-        upstream["raw"] = raw_version(config, partition)
+        upstream["raw"] = raw_versions[partition] if raw_versions is not None else raw_version(config, partition)
     return input_signature(stage_code_version(config, asset, partition), upstream, stage.settings(config, partition))
 
 
@@ -61,12 +63,13 @@ def raw_version(config, dataset: str) -> str:
     return fingerprint_paths([raw], cache=hash_cache(config)) if raw.exists() else "missing"
 
 
-def step_state(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
+def step_state(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None,
+               raw_versions: dict | None = None) -> str:
     """``changed``: its latest materialisation's data version is not the signature its inputs give now (so
     what reads it changes too); ``lost``: the signature is current but its output is gone or was never
     published (a version refused by its checks), so it is made again, identical for its readers; ``fresh``."""
     recorded = latest_data_version(instance, asset, partition)
-    if recorded is None or recorded != expected_signature(config, instance, asset, partition):
+    if recorded is None or recorded != expected_signature(config, instance, asset, partition, raw_versions):
         return "changed"
     location = output(config, asset, partition)
     if STAGES[asset].published:

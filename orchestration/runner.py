@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from orchestration.asset_graph import observe_sources
+from orchestration.asset_graph import RAW_SOURCE, record_observations, source_versions
 from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import step_state
 from orchestration.stages import STAGES, pipeline_steps
@@ -76,10 +76,11 @@ def _materialize_in_child(config_path: str, instance_ref, asset: str, partition:
         return materialize_step(load_config(config_path), instance, asset, partition)
 
 
-def plan_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None,
-                  partitions: set | None = None, force: bool = False) -> list[tuple[str, str | None]]:
+def plan_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
+                  force: bool = False, raw_versions: dict | None = None) -> list[tuple[str, str | None]]:
     """The steps a run materialises, in order: the stale ones and every step that reads one of them
-    (``only``: these assets; ``partitions``: these dataset partitions; ``force``: all of them)."""
+    (``only``: these assets; ``partitions``: these dataset partitions; ``force``: all of them;
+    ``raw_versions``: the raw folders' versions if already computed)."""
     planned: list[tuple[str, str | None]] = []
     changing: set[tuple] = set()  # planned steps whose data version changes, so their readers' do too
     for asset, asset_partitions in pipeline_steps(config):
@@ -92,12 +93,20 @@ def plan_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = No
             if force or any(upstream in changing for upstream in STAGES[asset].inputs(config, partition)):
                 state = "changed"
             else:
-                state = step_state(config, instance, asset, partition)
+                state = step_state(config, instance, asset, partition, raw_versions)
             if state != "fresh":
                 planned.append(step)
             if state == "changed":
                 changing.add(step)
     return planned
+
+
+def observe_and_plan(config, instance: dg.DagsterInstance, **selection) -> list[tuple[str, str | None]]:
+    """Record the sources' observations, then ``plan_pipeline`` from the same raw versions (each raw folder is
+    walked once per run, not once to observe and again to plan)."""
+    versions = source_versions(config)
+    record_observations(instance, versions)
+    return plan_pipeline(config, instance, raw_versions=versions[RAW_SOURCE], **selection)
 
 
 def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = None, partitions: set | None = None,
@@ -107,8 +116,7 @@ def run_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = Non
     Stages run in order; the planned partitions of one stage run as separate Dagster runs, ``jobs`` at a time
     in worker processes. A failed step skips only the steps that read it (its siblings go on).
     """
-    observe_sources(config, instance)
-    planned = set(plan_pipeline(config, instance, only=only, partitions=partitions, force=force))
+    planned = set(observe_and_plan(config, instance, only=only, partitions=partitions, force=force))
     outcomes: list[StepOutcome] = []
     not_done: set[tuple] = set()  # (asset, partition) that failed or were skipped
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
