@@ -14,6 +14,15 @@ from importlib import resources
 import numpy as np
 
 _DATA_FILE = "skeleton_formats.json"
+# Pelvis-like joints, tried in this order: one of them is the root of root-relative metrics
+PELVIS_NAMES = ("pelv", "pelvis", "spinebase", "pelv_smpl", "mhip")
+# (left, right) hip joints, tried in this order; a format without a pelvis takes their midpoint as its root
+# (berkeley_mhad_43 only has surface markers: hipl are its lateral hip markers)
+HIP_PAIRS = (("lhip", "rhip"), ("lhip_smpl", "rhip_smpl"), ("lhipl", "rhipl"))
+# (left, right) shoulder joints, tried in this order, then single joints at the top of the torso: with the
+# hips they fix a body's orientation (hips along x, the torso's top above them)
+SHOULDER_PAIRS = (("lsho", "rsho"), ("lsho_smpl", "rsho_smpl"), ("lsho1", "rsho1"))
+TORSO_TOP_NAMES = ("neck", "thor", "neck_smpl", "thor_smpl", "backneck")
 
 
 class UnknownSkeletonError(KeyError):
@@ -92,10 +101,50 @@ class Skeleton:
 
     @property
     def root_index(self) -> int | None:
-        """Index of the pelvis-like root joint used for root-relative metrics, if the format has one."""
-        for candidate in ("pelv", "pelvis", "spinebase", "pelv_smpl", "mhip"):
+        """Index of the pelvis-like root joint, if the format has one (root-relative metrics use
+        ``root_joints``, which also covers formats without a pelvis)."""
+        for candidate in PELVIS_NAMES:
             if candidate in self._index:
                 return self._index[candidate]
+        return None
+
+    @cached_property
+    def hip_joints(self) -> tuple[int, int] | None:
+        """(left hip, right hip) indices, or None where the format names no hip pair (``HIP_PAIRS``)."""
+        return self._first_pair(HIP_PAIRS)
+
+    @cached_property
+    def torso_top_joints(self) -> tuple[int, ...] | None:
+        """Joints whose mean is the top of the torso: the shoulder pair, else a neck-like joint; None if neither."""
+        pair = self._first_pair(SHOULDER_PAIRS)
+        if pair is not None:
+            return pair
+        single = next((self._index[n] for n in TORSO_TOP_NAMES if n in self._index), None)
+        return None if single is None else (single,)
+
+    @property
+    def root_joints(self) -> tuple[int, ...]:
+        """Joints whose mean is the root of root-relative metrics, the same body point in every format:
+        ``(pelvis,)`` where the format has a pelvis-like joint, else ``(left hip, right hip)`` (their
+        midpoint, a virtual root). Raises ValueError for a format with neither."""
+        if self.root_index is not None:
+            return (self.root_index,)
+        if self.hip_joints is not None:
+            return self.hip_joints
+        raise ValueError(
+            f"skeleton {self.name!r} has no root: no pelvis-like joint ({', '.join(PELVIS_NAMES)}) and no hip "
+            f"pair ({', '.join('/'.join(pair) for pair in HIP_PAIRS)}); its joints are {list(self.joint_names)}")
+
+    @property
+    def root_description(self) -> str:
+        """The root in words: the pelvis joint's name (e.g. ``pelv``) or ``midpoint of lhip, rhip``."""
+        names = [self.joint_names[i] for i in self.root_joints]
+        return names[0] if len(names) == 1 else f"midpoint of {', '.join(names)}"
+
+    def _first_pair(self, pairs) -> tuple[int, int] | None:
+        for left, right in pairs:
+            if left in self._index and right in self._index:
+                return self._index[left], self._index[right]
         return None
 
     def to_dict(self) -> dict:

@@ -2,9 +2,17 @@
 
 Every metric returns one value per example ([N]); an example without any valid joint gets NaN, so
 averages over a test set should use ``np.nanmean``.
+
+Root-relative metrics take ``root_index``: one joint index, or a sequence of joint indices whose mean is
+the root (``Skeleton.root_joints``: the pelvis, or the hip midpoint in a format without a pelvis). An
+example whose root joints are not all labelled has no valid joint for them.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
+
+Root = int | Sequence[int]
 
 AUC_MAX_MM = 150.0
 AUC_STEPS = 31  # the classic 3DHP/MuPoTS AUC: thresholds 0, 5, ..., 150 mm
@@ -28,18 +36,41 @@ def _masked_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
 
 
-def joint_errors(pred, gt, *, root_index: int | None = None, align: str = "root") -> np.ndarray:
+def root_joint_indices(root_index: Root, num_joints: int) -> np.ndarray:
+    """The root's joint indices as an int array, checked: one index or a non-empty sequence in 0..num_joints-1."""
+    if root_index is None:
+        raise ValueError("root-relative errors need root_index: a joint index or a sequence of joint indices "
+                         "(e.g. skeleton.root_joints)")
+    joints = np.atleast_1d(np.asarray(root_index))
+    if joints.ndim != 1 or joints.size == 0 or joints.dtype == bool or not np.issubdtype(joints.dtype, np.integer):
+        raise ValueError(f"root_index must be a joint index or a non-empty sequence of joint indices, "
+                         f"got {root_index!r}")
+    outside = joints[(joints < 0) | (joints >= num_joints)]
+    if outside.size:
+        raise ValueError(f"root_index {root_index!r}: joint {int(outside[0])} is outside 0..{num_joints - 1} "
+                         f"(the poses have {num_joints} joints)")
+    return joints.astype(np.intp)
+
+
+def root_positions(poses, root_index: Root) -> np.ndarray:
+    """The root of each pose [N,3]: the mean of its root joints, NaN where one of them is unlabelled."""
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim != 3 or poses.shape[-1] != 3:
+        raise ValueError(f"poses must have shape [N,J,3]; got {poses.shape}")
+    return poses[:, root_joint_indices(root_index, poses.shape[1])].mean(axis=1)
+
+
+def joint_errors(pred, gt, *, root_index: Root | None = None, align: str = "root") -> np.ndarray:
     """Per-joint Euclidean errors [N,J] (NaN where gt is missing) after the given alignment.
 
-    align: "root" (subtract each pose's root joint), "procrustes" (similarity, no reflection) or "none".
+    align: "root" (subtract each pose's root: the joint ``root_index``, or the mean of the joints
+    ``root_index`` lists), "procrustes" (similarity, no reflection) or "none".
     """
     pred, gt, valid = _validate(pred, gt)
     if align == "root":
-        if root_index is None:
-            raise ValueError("root-relative errors need root_index (e.g. skeleton.root_index)")
-        root_valid = valid[:, root_index]
-        pred = pred - pred[:, root_index:root_index + 1]
-        gt = gt - gt[:, root_index:root_index + 1]
+        root_valid = np.isfinite(root_positions(gt, root_index)).all(axis=-1)
+        pred = pred - root_positions(pred, root_index)[:, None]
+        gt = gt - root_positions(gt, root_index)[:, None]
         valid = valid & root_valid[:, None]
     elif align == "procrustes":
         pred = procrustes_align(pred, gt, valid)
@@ -74,8 +105,8 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> np.
     return aligned
 
 
-def mpjpe(pred, gt, root_index: int = 0) -> np.ndarray:
-    """Mean per-joint position error after subtracting the root joint of both poses."""
+def mpjpe(pred, gt, root_index: Root = 0) -> np.ndarray:
+    """Mean per-joint position error after subtracting the root (a joint, or the mean of joints) of both poses."""
     return _masked_mean(*_errors_and_valid(joint_errors(pred, gt, root_index=root_index, align="root")))
 
 
@@ -89,13 +120,13 @@ def absolute_mpjpe(pred, gt) -> np.ndarray:
     return _masked_mean(*_errors_and_valid(joint_errors(pred, gt, align="none")))
 
 
-def pck(pred, gt, threshold: float = 150.0, root_index: int = 0) -> np.ndarray:
+def pck(pred, gt, threshold: float = 150.0, root_index: Root = 0) -> np.ndarray:
     """Percentage of (root-relative) joints with error below ``threshold`` mm, per example."""
     errors, valid = _errors_and_valid(joint_errors(pred, gt, root_index=root_index, align="root"))
     return 100.0 * _masked_mean((errors < threshold).astype(np.float64), valid)
 
 
-def auc(pred, gt, root_index: int = 0, max_threshold: float = AUC_MAX_MM, steps: int = AUC_STEPS) -> np.ndarray:
+def auc(pred, gt, root_index: Root = 0, max_threshold: float = AUC_MAX_MM, steps: int = AUC_STEPS) -> np.ndarray:
     """Area under the PCK curve for thresholds 0..max_threshold (classic 31 steps), in percent."""
     errors, valid = _errors_and_valid(joint_errors(pred, gt, root_index=root_index, align="root"))
     thresholds = np.linspace(0.0, max_threshold, steps)
@@ -104,7 +135,7 @@ def auc(pred, gt, root_index: int = 0, max_threshold: float = AUC_MAX_MM, steps:
     return 100.0 * per_threshold.mean(axis=-1)
 
 
-def pck_curve(pred, gt, thresholds, root_index: int = 0) -> np.ndarray:
+def pck_curve(pred, gt, thresholds, root_index: Root = 0) -> np.ndarray:
     """PCK (%) over all valid joints of all examples at each threshold: the data of a PCK plot."""
     errors, valid = _errors_and_valid(joint_errors(pred, gt, root_index=root_index, align="root"))
     flat = errors[valid]
@@ -118,7 +149,7 @@ def cps(pred, gt, threshold: float = 150.0) -> np.ndarray:
     return np.where(valid.any(axis=-1), 100.0 * (worst < threshold), np.nan)
 
 
-def per_joint_mean_errors(pred, gt, root_index: int = 0) -> np.ndarray:
+def per_joint_mean_errors(pred, gt, root_index: Root = 0) -> np.ndarray:
     """Root-relative error of each joint averaged over the examples where it is labelled [J]."""
     errors, valid = _errors_and_valid(joint_errors(pred, gt, root_index=root_index, align="root"))
     return _masked_mean(errors.T, valid.T)

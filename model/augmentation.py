@@ -20,6 +20,7 @@ Pixel centres sit at integer coordinates, as everywhere in this project; a crop 
 [-0.5, S - 0.5].
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from assets.cameras import Camera
+from assets.cameras import distort_normalized, undistort_normalized
 from model.reconstruction import flip_intrinsics, mirror_pose_2d, mirror_pose_3d
 
 COLOUR_OPS = ("brightness", "contrast", "hue", "saturation")
@@ -111,10 +112,16 @@ class ColourJitter:
 
     def apply(self, image: Tensor) -> Tensor:
         """uint8 [H, W, 3] → jittered uint8 [H, W, 3]."""
-        pixels = image.numpy().reshape(-1, 3).astype(np.float32)
-        A, b = self.affine(pixels.mean(axis=0, dtype=np.float64) / 255)
-        out = pixels @ A.T.astype(np.float32) + (b * 255).astype(np.float32)
-        return torch.from_numpy(_to_uint8(out).reshape(image.shape))
+        return torch.from_numpy(jitter_colours(image.numpy()[None], [self])[0])
+
+
+def jitter_colours(images: np.ndarray, jitters: Sequence[ColourJitter]) -> np.ndarray:
+    """uint8 images [N, H, W, 3], each jittered by its own draw → uint8 [N, H, W, 3]."""
+    pixels = images.reshape(len(images), -1, 3).astype(np.float32)
+    affines = [jitter.affine(means / 255) for jitter, means in zip(jitters, pixels.mean(axis=1, dtype=np.float64))]
+    A = np.stack([A.T for A, _ in affines]).astype(np.float32)
+    b = np.stack([b * 255 for _, b in affines]).astype(np.float32)
+    return _to_uint8(pixels @ A + b[:, None]).reshape(images.shape)
 
 
 def _hue_rotation(angle: float) -> np.ndarray:
@@ -152,7 +159,7 @@ def sample_augmentation(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometry
+# Geometry. Every function works on a batch of crops (leading axis N); the single-crop forms wrap them.
 # ---------------------------------------------------------------------------------------------------
 def resize_matrix(source_size: int, target_size: int) -> np.ndarray:
     """Pixel map of resizing a square image with its edges kept: u ↦ (u + 0.5) · T/S - 0.5."""
@@ -160,32 +167,66 @@ def resize_matrix(source_size: int, target_size: int) -> np.ndarray:
     return np.array([[r, 0, (r - 1) / 2], [0, r, (r - 1) / 2], [0, 0, 1.0]])
 
 
-def virtual_camera(
-    intrinsics: np.ndarray, distortion: np.ndarray, source_size: int, image_size: int,
-    crop: CropAugmentation | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(R, K): rotation (new camera frame from the stored crop's) and intrinsics of the output crop,
-    before any mirroring (``mirror_crop`` does that).
+def _stacked_distortion(distortion: np.ndarray) -> np.ndarray:
+    """[N, 5] coefficients as the five [N, 1] arrays ``assets.cameras``' distortion model unpacks."""
+    return np.asarray(distortion, dtype=np.float64).T[:, :, None]
 
-    ``crop`` None keeps the view: R = I, K resized to ``image_size``. Otherwise the camera turns towards
+
+def _image_to_normalized(intrinsics: np.ndarray, distortion: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Undistorted normalised coordinates of pixels ``uv`` [N, P, 2] of cameras [N]."""
+    K = np.asarray(intrinsics, dtype=np.float64)
+    y = (uv[..., 1] - K[:, None, 1, 2]) / K[:, None, 1, 1]
+    x = (uv[..., 0] - K[:, None, 0, 2] - K[:, None, 0, 1] * y) / K[:, None, 0, 0]
+    return undistort_normalized(np.stack([x, y], axis=-1), _stacked_distortion(distortion))
+
+
+def virtual_cameras(
+    intrinsics: np.ndarray, distortion: np.ndarray, source_size: int, image_size: int,
+    crops: Sequence[CropAugmentation | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R [N, 3, 3], K [N, 3, 3]): rotations (new camera frame from the stored crop's) and intrinsics of
+    the output crops, before any mirroring.
+
+    A crop None keeps the view: R = I, K resized to ``image_size``. Otherwise the camera turns towards
     the crop centre plus ``shift_px`` (no roll, as ``Camera.looking_at``), rolls by ``roll_radians`` and
     scales the focal lengths (and skew) by ``zoom`` with the principal point at the output centre.
     """
     K_base = resize_matrix(source_size, image_size) @ np.asarray(intrinsics, dtype=np.float64)
-    if crop is None:
-        return np.eye(3), K_base
+    rotations = np.repeat(np.eye(3)[None], len(K_base), axis=0)
+    K = K_base.copy()
+    moved = np.array([i for i, crop in enumerate(crops) if crop is not None], dtype=int)
+    if len(moved) == 0:
+        return rotations, K
+    shift = np.array([crops[i].shift_px for i in moved], dtype=np.float64)
+    zoom = np.array([crops[i].zoom for i in moved], dtype=np.float64)
+    roll = np.array([crops[i].roll_radians for i in moved], dtype=np.float64)
     centre = (image_size - 1) / 2
-    base = Camera(K_base, distortion)
-    target = base.image_to_normalized(np.array([centre + crop.shift_px[0], centre + crop.shift_px[1]]))
-    turned = base.looking_at(np.append(target, 1.0), focal=1.0, size=image_size).R
-    c, s = np.cos(crop.roll_radians), np.sin(crop.roll_radians)
-    roll = np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]])
-    K = np.array([
-        [crop.zoom * K_base[0, 0], crop.zoom * K_base[0, 1], centre],
-        [0, crop.zoom * K_base[1, 1], centre],
-        [0, 0, 1.0],
-    ])
-    return roll @ turned, K
+    target = _image_to_normalized(K_base[moved], np.asarray(distortion)[moved], (centre + shift)[:, None])[:, 0]
+    forward = np.concatenate([target, np.ones((len(moved), 1))], axis=-1)
+    forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
+    right = np.cross(np.array([0.0, 1.0, 0.0]), forward)
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    turned = np.stack([right, np.cross(forward, right), forward], axis=1)  # rows: the new axes
+    c, s = np.cos(roll), np.sin(roll)
+    rolled = np.zeros((len(moved), 3, 3))
+    rolled[:, 0, 0], rolled[:, 0, 1], rolled[:, 1, 0], rolled[:, 1, 1], rolled[:, 2, 2] = c, s, -s, c, 1.0
+    rotations[moved] = rolled @ turned
+    K[moved] = 0.0
+    K[moved, 0, 0], K[moved, 0, 1] = zoom * K_base[moved, 0, 0], zoom * K_base[moved, 0, 1]
+    K[moved, 1, 1] = zoom * K_base[moved, 1, 1]
+    K[moved, 0, 2] = K[moved, 1, 2] = centre
+    K[moved, 2, 2] = 1.0
+    return rotations, K
+
+
+def virtual_camera(
+    intrinsics: np.ndarray, distortion: np.ndarray, source_size: int, image_size: int,
+    crop: CropAugmentation | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``virtual_cameras`` of one crop: (R [3, 3], K [3, 3])."""
+    rotations, K = virtual_cameras(np.asarray(intrinsics)[None], np.asarray(distortion)[None], source_size,
+                                   image_size, [crop])
+    return rotations[0], K[0]
 
 
 @lru_cache(maxsize=8)
@@ -197,50 +238,77 @@ def _pixel_grid(size: int) -> np.ndarray:
     return grid
 
 
-def source_pixels(
-    intrinsics: np.ndarray, distortion: np.ndarray, rotation: np.ndarray, new_intrinsics: np.ndarray, image_size: int
+def sources_pixels(
+    intrinsics: np.ndarray, distortion: np.ndarray, rotations: np.ndarray, new_intrinsics: np.ndarray,
+    image_size: int,
 ) -> np.ndarray:
-    """Where each pixel of the output crop lies in the stored crop: [image_size, image_size, 2] (u, v).
+    """Where each pixel of the output crops lies in the stored ones: [N, image_size, image_size, 2] (u, v).
 
     Pixels whose ray points behind the stored camera get positions far outside it (so they are filled).
     """
-    rays = _pixel_grid(image_size) @ (rotation.T @ np.linalg.inv(new_intrinsics)).T  # in the stored camera's frame
-    if np.any(distortion):
-        uv = Camera(intrinsics, distortion).camera_to_image(rays)
-    else:
-        projected = rays @ np.asarray(intrinsics, dtype=np.float64).T
-        uv = projected[:, :2] / projected[:, 2:]
-    uv[rays[:, 2] <= 0] = -1e6
-    return uv.reshape(image_size, image_size, 2)
+    to_stored = np.swapaxes(rotations, 1, 2) @ np.linalg.inv(new_intrinsics)
+    rays = _pixel_grid(image_size)[None] @ np.swapaxes(to_stored, 1, 2)  # in the stored cameras' frames
+    xy = rays[..., :2] / rays[..., 2:]
+    distorted = np.flatnonzero(np.any(distortion, axis=-1))
+    if len(distorted):
+        xy[distorted] = distort_normalized(xy[distorted], _stacked_distortion(np.asarray(distortion)[distorted]))
+    K = np.asarray(intrinsics, dtype=np.float64)
+    uv = np.stack([K[:, None, 0, 0] * xy[..., 0] + K[:, None, 0, 1] * xy[..., 1] + K[:, None, 0, 2],
+                   K[:, None, 1, 1] * xy[..., 1] + K[:, None, 1, 2]], axis=-1)
+    uv[rays[..., 2] <= 0] = -1e6
+    return uv.reshape(len(K), image_size, image_size, 2)
+
+
+def source_pixels(
+    intrinsics: np.ndarray, distortion: np.ndarray, rotation: np.ndarray, new_intrinsics: np.ndarray, image_size: int
+) -> np.ndarray:
+    """``sources_pixels`` of one crop: [image_size, image_size, 2]."""
+    return sources_pixels(np.asarray(intrinsics)[None], np.asarray(distortion)[None], np.asarray(rotation)[None],
+                          np.asarray(new_intrinsics)[None], image_size)[0]
+
+
+def resample_batch(images: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``images`` (uint8 [N, H, W, 3]) at ``uv`` [N, h, w, 2] → uint8 [N, h, w, 3];
+    black outside. The values of ``assets.cameras.bilinear_sample`` with fill 0 (up to rounding), ten
+    times faster."""
+    height, width = images.shape[1:3]
+    scale = np.array([2.0 / width, 2.0 / height])
+    grid = torch.from_numpy(((uv + 0.5) * scale - 1).astype(np.float32))  # align_corners=False coordinates
+    source = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32))
+    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _to_uint8(out.numpy().transpose(0, 2, 3, 1))
 
 
 def resample(image: np.ndarray, uv: np.ndarray) -> Tensor:
-    """Bilinear samples of ``image`` (uint8 [H, W, 3]) at ``uv`` [h, w, 2] → uint8 [h, w, 3]; black outside.
+    """``resample_batch`` of one image (uint8 [H, W, 3]) at ``uv`` [h, w, 2] → uint8 tensor [h, w, 3]."""
+    return torch.from_numpy(resample_batch(np.asarray(image)[None], np.asarray(uv)[None])[0])
 
-    The values of ``assets.cameras.bilinear_sample`` with fill 0 (up to rounding), ten times faster.
+
+def transform_labels_batch(
+    pose3d: np.ndarray, pose2d: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray,
+    rotations: np.ndarray, new_intrinsics: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels [N, J, ·] as the virtual cameras see them: pose3d rotated, pose2d moved along its
+    (undistorted) rays.
+
+    Each label keeps its own source (2D labels are not replaced by projected 3D ones), so a store whose
+    2D labels match its 3D ones stays consistent and a pseudo-GT store keeps its detections. NaN stays NaN.
     """
-    height, width = image.shape[:2]
-    scale = np.array([2.0 / width, 2.0 / height])
-    grid = torch.from_numpy(((uv + 0.5) * scale - 1).astype(np.float32))[None]  # align_corners=False coordinates
-    source = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32))[None]
-    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return torch.from_numpy(_to_uint8(out[0].numpy().transpose(1, 2, 0)))
+    pose3d_out = np.einsum("njk,nik->nij", rotations, np.asarray(pose3d, dtype=np.float64))
+    normalized = _image_to_normalized(intrinsics, distortion, np.asarray(pose2d, dtype=np.float64))
+    rays = np.concatenate([normalized, np.ones_like(normalized[..., :1])], axis=-1)
+    projected = np.einsum("njk,nik->nij", new_intrinsics @ rotations, rays)
+    return pose3d_out.astype(np.float32), (projected[..., :2] / projected[..., 2:]).astype(np.float32)
 
 
 def transform_labels(
     pose3d: np.ndarray, pose2d: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray,
     rotation: np.ndarray, new_intrinsics: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as the virtual camera sees them: pose3d rotated, pose2d moved along its (undistorted) rays.
-
-    Each label keeps its own source (2D labels are not replaced by projected 3D ones), so a store whose
-    2D labels match its 3D ones stays consistent and a pseudo-GT store keeps its detections. NaN stays NaN.
-    """
-    pose3d_out = np.asarray(pose3d, dtype=np.float64) @ rotation.T
-    normalized = Camera(intrinsics, distortion).image_to_normalized(pose2d)
-    rays = np.concatenate([normalized, np.ones_like(normalized[:, :1])], axis=-1) @ rotation.T
-    projected = rays @ new_intrinsics.T
-    return pose3d_out.astype(np.float32), (projected[:, :2] / projected[:, 2:]).astype(np.float32)
+    """``transform_labels_batch`` of one crop."""
+    out3d, out2d = transform_labels_batch(*(np.asarray(a)[None] for a in (pose3d, pose2d, intrinsics, distortion,
+                                                                             rotation, new_intrinsics)))
+    return out3d[0], out2d[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,32 +329,80 @@ class Crop:
         return self.image.shape[0]
 
 
+def render_crops(
+    images: Sequence[np.ndarray], intrinsics: np.ndarray, distortion: np.ndarray, pose3d: np.ndarray,
+    pose2d: np.ndarray, joint_valid: np.ndarray, *, image_size: int, crops: Sequence[CropAugmentation | None],
+    colours: Sequence[ColourJitter | None] | None = None, mirror_indices: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """A batch of stored crops as seen by the virtual cameras of ``crops`` (None: the stored view), each
+    ``image_size`` px, then colour-jittered by ``colours`` (None: unchanged).
+
+    All examples share one joint layout (``mirror_indices`` is its left ↔ right permutation, needed
+    when a crop is flipped); source images may differ in size. Returns numpy arrays ``image`` uint8
+    [N, S, S, 3], ``intrinsics`` float32 [N, 3, 3], ``pose3d``, ``pose2d``, ``joint_valid``. The stored
+    view of an undistorted crop at its own size is returned unchanged (no resampling). One resampling
+    call per source size: per-example work is a few small matrix products.
+    """
+    n = len(images)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    distortion = np.asarray(distortion, dtype=np.float64)
+    crops = list(crops)
+    out = {"image": np.empty((n, image_size, image_size, 3), np.uint8),
+           "intrinsics": np.empty((n, 3, 3), np.float32), "pose3d": np.empty(np.shape(pose3d), np.float32),
+           "pose2d": np.empty(np.shape(pose2d), np.float32), "joint_valid": np.array(joint_valid, dtype=bool)}
+    for size in sorted({image.shape[0] for image in images}):
+        members = [i for i in range(n) if images[i].shape[0] == size]
+        kept = [i for i in members
+                if crops[i] is None and size == image_size and not np.any(distortion[i])]
+        for i in kept:
+            out["image"][i], out["intrinsics"][i] = images[i], intrinsics[i]
+            out["pose3d"][i], out["pose2d"][i] = pose3d[i], pose2d[i]
+        moved = np.array([i for i in members if i not in set(kept)], dtype=int)
+        if len(moved) == 0:
+            continue
+        rotations, K = virtual_cameras(intrinsics[moved], distortion[moved], size, image_size,
+                                       [crops[i] for i in moved])
+        uv = sources_pixels(intrinsics[moved], distortion[moved], rotations, K, image_size)
+        out["image"][moved] = resample_batch(np.stack([images[i] for i in moved]), uv)
+        out["intrinsics"][moved] = K
+        out["pose3d"][moved], out["pose2d"][moved] = transform_labels_batch(
+            np.asarray(pose3d)[moved], np.asarray(pose2d)[moved], intrinsics[moved], distortion[moved], rotations, K)
+    flipped = np.array([i for i, crop in enumerate(crops) if crop is not None and crop.flip], dtype=int)
+    if len(flipped):
+        if mirror_indices is None:
+            raise ValueError("mirror_indices: needed to relabel joints of a flipped crop, got None")
+        _mirror_in_place(out, flipped, np.asarray(mirror_indices), image_size)
+    jittered = [i for i, colour in enumerate(colours or ()) if colour is not None]
+    if jittered:
+        out["image"][jittered] = jitter_colours(out["image"][jittered], [colours[i] for i in jittered])
+    return out
+
+
+def _mirror_in_place(batch: dict, rows: np.ndarray, permutation: np.ndarray, size: int) -> None:
+    """Mirror crops ``rows`` of a rendered batch horizontally and relabel their joints left ↔ right (as
+    ``mirror_crop``, the model's flip-test convention)."""
+    batch["image"][rows] = batch["image"][rows, :, ::-1]
+    K = batch["intrinsics"][rows]
+    K[:, 0, 1], K[:, 0, 2] = -K[:, 0, 1], (size - 1) - K[:, 0, 2]
+    batch["intrinsics"][rows] = K
+    pose3d, pose2d = batch["pose3d"][rows], batch["pose2d"][rows]
+    pose3d[..., 0] = -pose3d[..., 0]
+    pose2d[..., 0] = (size - 1) - pose2d[..., 0]
+    batch["pose3d"][rows], batch["pose2d"][rows] = pose3d[:, permutation], pose2d[:, permutation]
+    batch["joint_valid"][rows] = batch["joint_valid"][rows][:, permutation]
+
+
 def render_crop(
     image: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray, pose3d: np.ndarray, pose2d: np.ndarray,
     joint_valid: np.ndarray, *, image_size: int, crop: CropAugmentation | None = None,
     mirror_indices: np.ndarray | None = None,
 ) -> Crop:
-    """The stored crop as seen by the virtual camera of ``crop`` (None: the stored view), ``image_size`` px.
-
-    The stored view of an undistorted crop at its own size is returned unchanged (no resampling).
-    ``mirror_indices`` (the skeleton's left ↔ right permutation) is needed when ``crop.flip`` is set.
-    """
-    distortion = np.asarray(distortion, dtype=np.float64)
-    source_size = image.shape[0]
-    if crop is None and source_size == image_size and not np.any(distortion):
-        result = Crop(_tensor(image), _tensor(intrinsics, np.float32), _tensor(pose3d, np.float32),
-                      _tensor(pose2d, np.float32), _tensor(joint_valid, bool))
-    else:
-        rotation, K = virtual_camera(intrinsics, distortion, source_size, image_size, crop)
-        uv = source_pixels(intrinsics, distortion, rotation, K, image_size)
-        new_pose3d, new_pose2d = transform_labels(pose3d, pose2d, intrinsics, distortion, rotation, K)
-        result = Crop(resample(np.ascontiguousarray(image), uv), torch.from_numpy(K.astype(np.float32)),
-                      torch.from_numpy(new_pose3d), torch.from_numpy(new_pose2d), _tensor(joint_valid, bool))
-    if crop is not None and crop.flip:
-        if mirror_indices is None:
-            raise ValueError("mirror_indices: needed to relabel joints of a flipped crop, got None")
-        result = mirror_crop(result, mirror_indices)
-    return result
+    """``render_crops`` of one crop (no colour jitter)."""
+    batch = render_crops([np.asarray(image)], np.asarray(intrinsics)[None], np.asarray(distortion)[None],
+                         np.asarray(pose3d)[None], np.asarray(pose2d)[None], np.asarray(joint_valid)[None],
+                         image_size=image_size, crops=[crop], mirror_indices=mirror_indices)
+    return Crop(*(torch.from_numpy(batch[name][0]) for name in ("image", "intrinsics", "pose3d", "pose2d",
+                                                                  "joint_valid")))
 
 
 def mirror_crop(crop: Crop, mirror_indices) -> Crop:
@@ -303,12 +419,8 @@ def mirror_crop(crop: Crop, mirror_indices) -> Crop:
     )
 
 
-# Per-pixel work on a single crop runs in numpy: torch splits element-wise ops of this size across its
-# intra-op threads, which costs milliseconds per op whenever the cores are busy (training, other workers).
+# Per-pixel work runs in numpy: torch splits element-wise ops of this size across its intra-op threads,
+# which costs milliseconds per op whenever the cores are busy (training, other workers).
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(values, 0, 255)).astype(np.uint8)
 
-
-def _tensor(array, dtype=None) -> Tensor:
-    # a copy: these arrays are the dataset's own labels, which a caller editing a batch in place must not change
-    return torch.from_numpy(np.array(array, dtype=dtype, copy=True))

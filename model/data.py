@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from assets.joint_names import skeleton_joint_indices
-from assets.skeletons import get_skeleton
+from assets.joint_names import mirror_permutation, skeleton_joint_indices
 from assets.store import SPLITS, DatasetStore, StoreSchemaError, open_store
-from model.augmentation import AugmentationSettings, render_crop, sample_augmentation
+from model.augmentation import AugmentationSettings, render_crops, sample_augmentation
 
 PARTS = ("3d", "2d")
-_LABELS = ("pose3d", "pose2d", "joint_valid", "intrinsics", "distortion")
-_STACKED = ("image", "intrinsics", "pose3d", "pose2d", "joint_valid")
+_PRELOAD_ROWS = 512  # crops per read when a selection is loaded whole into the cache
+_RENDERED = ("image", "intrinsics", "pose3d", "pose2d", "joint_valid")
+_LABELS = ("intrinsics", "distortion", "pose3d", "pose2d", "joint_valid")  # render_crops' order
 
 
 def _open(path: Path, name: str | None) -> DatasetStore:
@@ -88,9 +88,9 @@ class StoreExamples(Dataset):
     ``augmentation`` None gives the crop as stored. ``image_size`` is the output side (default: the
     store's). ``name`` (default: the store's dataset attribute) labels examples and error messages.
     ``image_cache_mb``: decoded source crops kept in memory, per process (each DataLoader worker has its
-    own); reading one crop from Zarr costs about as much as augmenting it, so a cache that holds a small
-    dataset doubles the loader's throughput. Accesses are uniformly random, so the cache simply keeps
-    the first crops read until it is full.
+    own); reading one crop from Zarr costs about as much as augmenting a batch of them, so a selection
+    that fits is read whole on first use (a few reads of whole shards); otherwise the cache keeps the
+    first crops read until it is full (accesses are uniformly random).
     """
 
     def __init__(
@@ -141,8 +141,8 @@ class StoreExamples(Dataset):
                 f"{where}: its skeleton {self.skeleton!r} is not in the union joint layout of "
                 f"{len(self.joint_names)} joints ({error})"
             ) from None
-        self._slots = torch.as_tensor(slots, dtype=torch.long)
-        self.mirror_indices = get_skeleton(self.skeleton).mirror_indices
+        self._slots = np.asarray(slots, dtype=np.int64)
+        self._union_mirror = mirror_permutation(self.joint_names)
 
         self._labels = {name: np.ascontiguousarray(store.load(name)[self.store_indices]) for name in _LABELS}
         _check_cameras(self._labels["intrinsics"], self._labels["distortion"], self.store_indices, where)
@@ -169,6 +169,15 @@ class StoreExamples(Dataset):
 
     def example(self, position: int, context: Sequence[int] = ()) -> dict:
         """Example ``position`` of the selection; ``context`` picks the augmentation draw (see class doc)."""
+        batch = render_examples([self.draw(position, context)])
+        example = {key: batch[key][0] for key in batch}
+        return {**{key: torch.from_numpy(example[key]) for key in _RENDERED},
+                "has_3d": bool(example["has_3d"]), "index": int(example["index"]),
+                "skeleton": example["skeleton"], "dataset": example["dataset"]}
+
+    def draw(self, position: int, context: Sequence[int] = ()) -> dict:
+        """Example ``position`` before rendering: its stored crop, its labels in the union layout and its
+        augmentation draw (``render_examples`` turns a list of these into a batch)."""
         if not 0 <= position < len(self):
             raise IndexError(f"{self.where}: example {position} out of range for {len(self)} examples")
         store_index = int(self.store_indices[position])
@@ -177,35 +186,40 @@ class StoreExamples(Dataset):
             rng = np.random.default_rng([self.seed, *(int(c) for c in context), store_index])
             crop, colour = sample_augmentation(rng, self.augmentation, self.image_size)
         labels = {name: values[position] for name, values in self._labels.items()}
-        rendered = render_crop(
-            self._source_image(store_index), labels["intrinsics"], labels["distortion"], labels["pose3d"],
-            labels["pose2d"], labels["joint_valid"], image_size=self.image_size, crop=crop,
-            mirror_indices=self.mirror_indices,
-        )
         return {
-            "image": rendered.image if colour is None else colour.apply(rendered.image),
-            "intrinsics": rendered.intrinsics,
-            "pose3d": self._to_union(rendered.pose3d, float("nan")),
-            "pose2d": self._to_union(rendered.pose2d, float("nan")),
-            "joint_valid": self._to_union(rendered.joint_valid, False),
-            "has_3d": bool(self._has_3d[position]),
-            "skeleton": self.skeleton,
-            "dataset": self.name,
+            "source": self._source_image(store_index), "intrinsics": labels["intrinsics"],
+            "distortion": labels["distortion"],
+            "pose3d": self._to_union(labels["pose3d"], np.nan), "pose2d": self._to_union(labels["pose2d"], np.nan),
+            "joint_valid": self._to_union(labels["joint_valid"], False), "crop": crop, "colour": colour,
+            "image_size": self.image_size, "mirror_indices": self._union_mirror,
+            "has_3d": bool(self._has_3d[position]), "skeleton": self.skeleton, "dataset": self.name,
             "index": store_index,
         }
 
-    def _to_union(self, values: torch.Tensor, fill) -> torch.Tensor:
-        union = torch.full((len(self.joint_names), *values.shape[1:]), fill, dtype=values.dtype)
+    def _to_union(self, values: np.ndarray, fill) -> np.ndarray:
+        union = np.full((len(self.joint_names), *values.shape[1:]), fill, dtype=values.dtype)
         union[self._slots] = values
         return union
 
     def _source_image(self, store_index: int) -> np.ndarray:
         image = self._cache.get(store_index)
         if image is None:
+            if not self._cache and len(self) <= self._cache_capacity:
+                self._load_all_images()
+                return self._cache[store_index]
             image = self._images()[store_index]
             if len(self._cache) < self._cache_capacity:
                 self._cache[store_index] = image
         return image
+
+    def _load_all_images(self) -> None:
+        """Fill the cache with the whole selection at once: one read per shard instead of one per crop."""
+        images = self._images()
+        for start in range(0, len(self), _PRELOAD_ROWS):
+            rows = self.store_indices[start:start + _PRELOAD_ROWS]
+            # a contiguous slice reads whole shards at once; a selection of rows reads crop by crop
+            block = images[int(rows[0]):int(rows[-1]) + 1][rows - rows[0]]
+            self._cache.update(zip(rows.tolist(), block))
 
     def _images(self):
         # opened per process: a zarr handle inherited through fork or pickled into a worker is not safe to use
@@ -221,17 +235,28 @@ class StoreExamples(Dataset):
         return state
 
 
-def collate_examples(examples: Sequence[dict]) -> dict:
-    """Stack examples into a batch: tensors gain a leading axis, ``has_3d``/``index`` become tensors,
-    ``skeleton``/``dataset`` lists of names."""
-    # numpy stacks on one thread; torch.stack splits a copy this size across intra-op threads, which
-    # stalls for milliseconds when the cores are busy with training
-    batch = {key: torch.from_numpy(np.stack([e[key].numpy() for e in examples])) for key in _STACKED}
-    batch["has_3d"] = torch.tensor([e["has_3d"] for e in examples], dtype=torch.bool)
-    batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.int64)
-    batch["skeleton"] = [e["skeleton"] for e in examples]
-    batch["dataset"] = [e["dataset"] for e in examples]
+def render_examples(drawn: Sequence[dict]) -> dict:
+    """Render drawn examples (``StoreExamples.draw``, all of one output size and joint layout) into a batch:
+    ``image``, ``intrinsics``, ``pose3d``, ``pose2d``, ``joint_valid`` stacked numpy arrays, ``has_3d`` and
+    ``index`` arrays, ``skeleton``/``dataset`` lists of names. One resampling call renders the whole batch."""
+    sizes = {d["image_size"] for d in drawn}
+    if len(sizes) != 1:
+        raise ValueError(f"examples of one batch must share one output size, got {sorted(sizes)}")
+    batch = render_crops(
+        [d["source"] for d in drawn], *(np.stack([d[k] for d in drawn]) for k in _LABELS),
+        image_size=sizes.pop(), crops=[d["crop"] for d in drawn], colours=[d["colour"] for d in drawn],
+        mirror_indices=drawn[0]["mirror_indices"])
+    batch["has_3d"] = np.array([d["has_3d"] for d in drawn], dtype=bool)
+    batch["index"] = np.array([d["index"] for d in drawn], dtype=np.int64)
+    batch["skeleton"] = [d["skeleton"] for d in drawn]
+    batch["dataset"] = [d["dataset"] for d in drawn]
     return batch
+
+
+def collate_examples(drawn: Sequence[dict]) -> dict:
+    """A training batch of drawn examples: ``render_examples`` with the arrays as tensors."""
+    return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            for key, value in render_examples(drawn).items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -316,7 +341,7 @@ class _StepExamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int, int]) -> dict:
         number, position, step, slot = key
-        return self.datasets[number].example(position, (self.codes[number], step, slot))
+        return self.datasets[number].draw(position, (self.codes[number], step, slot))
 
 
 def _collate_parts(examples: list[dict], parts: tuple[tuple[str, int], ...]) -> dict:

@@ -124,14 +124,21 @@ def print_benchmark_table(config) -> None:
     print("\nbenchmark (latest scores; mm, PCK/AUC/CPS in %)")
     print(f"{'dataset':<16} {'model':<8} " + " ".join(f"{m.replace('_mm', ''):>14}" for m in wanted))
     rows = list(table.sort(["dataset", "model"]).iter_rows(named=True))
+    notes = []
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         latest_file = config.benchmark_latest_path(dataset)
         if latest_file.exists():  # the floor every model must beat: always the mean training pose
-            baseline = json.loads(latest_file.read_text()).get("baseline", {})
+            latest_scores = json.loads(latest_file.read_text())
+            baseline = latest_scores.get("baseline", {})
             rows.append({"dataset": dataset, "model": "meanpose", **baseline})
+            notes.append(f"{dataset}: root {latest_scores.get('root', '?')}, mean pose in the "
+                         f"{baseline.get('frame') or '?'} frame")
     for row in sorted(rows, key=lambda r: (r["dataset"], r["model"])):
         print(f"{row['dataset']:<16} {row['model']:<8} "
-              + " ".join(f"{row[m]:>14.1f}" if row.get(m) is not None else f"{'–':>14}" for m in wanted))
+              + " ".join(f"{row[m]:>14.1f}" if isinstance(row.get(m), (int, float)) else f"{'–':>14}"
+                         for m in wanted))
+    for note in notes:
+        print(f"  {note}")
 
 
 def show_plan(config, *, only=None, partitions=None, force=False) -> int:

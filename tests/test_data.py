@@ -20,7 +20,7 @@ from model.augmentation import (
     source_pixels,
     virtual_camera,
 )
-from model.data import MultiDatasetBatches, Source, StoreExamples
+from model.data import MultiDatasetBatches, Source, StoreExamples, collate_examples
 from model.reconstruction import flip_intrinsics, project
 from store_factory import make_store_arrays, overwrite_array, project_pose2d
 
@@ -248,6 +248,42 @@ def test_cached_crops_give_the_same_examples_and_the_cache_stays_within_its_budg
     assert pickle.loads(pickle.dumps(cached))._cache == {}  # a worker starts empty and fills its own
     with pytest.raises(ValueError, match="image_cache_mb"):
         StoreExamples(stores["h36m"], UNION, image_cache_mb=-1)
+
+
+def test_a_selection_that_fits_the_cache_is_read_whole_and_gives_the_same_examples(stores):
+    plain = StoreExamples(stores["smpl"], UNION, augmentation=AugmentationSettings(), seed=2)
+    cached = StoreExamples(stores["smpl"], UNION, augmentation=AugmentationSettings(), seed=2, image_cache_mb=64)
+    first = cached[(len(cached) - 1, 3)]  # any first access loads the whole selection
+    assert sorted(cached._cache) == cached.store_indices.tolist()
+    assert torch.equal(first["image"], plain[(len(plain) - 1, 3)]["image"])
+    for i in range(len(plain)):
+        assert torch.equal(plain[(i, 3)]["image"], cached[(i, 3)]["image"])
+
+
+def test_a_batch_renders_each_example_as_it_renders_alone(stores, tmp_path):
+    """Batched rendering (one resampling call for the batch) is per example: distorted and undistorted
+    cameras, several source sizes, flips and colour jitter mixed in one batch give what each example gives
+    on its own."""
+    arrays, attrs = make_store_arrays(n=6, skeleton="h36m_17", image_size=24, seed=7)
+    arrays["distortion"][:] = 0  # the other stores' cameras have lens distortion
+    small = write_store(tmp_path / "small.zarr", arrays, {**attrs, "dataset": "small"})
+    settings = AugmentationSettings(flip_probability=0.5)
+    datasets = [StoreExamples(path, UNION, augmentation=settings, image_size=SIZE, seed=3)
+                for path in (stores["h36m"], stores["smpl"], small)]
+    datasets.append(StoreExamples(stores["lsp"], UNION, augmentation=None, image_size=SIZE))
+    drawn = [d.draw(i, (5, i)) for d in datasets for i in range(4)]
+    assert {d["source"].shape[0] for d in drawn} == {SIZE, 24}
+    assert any(d["crop"] is not None and d["crop"].flip for d in drawn)
+    assert any(d["crop"] is not None and not d["crop"].flip for d in drawn)
+    batch = collate_examples(drawn)
+    for row, d in enumerate(drawn):
+        alone = collate_examples([d])
+        for key in ("image", "intrinsics", "pose3d", "pose2d", "joint_valid"):
+            expected, got = alone[key][0], batch[key][row]
+            if key == "image":
+                assert (got.int() - expected.int()).abs().max() <= 1, row  # float32 resampling, rounded
+            else:
+                assert torch.equal(got.nan_to_num(-1e9), expected.nan_to_num(-1e9)), (row, key)
 
 
 # -- batches -----------------------------------------------------------------------------------------

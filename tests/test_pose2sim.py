@@ -264,3 +264,59 @@ def test_an_undecodable_video_is_named(mediapipe, tmp_path):
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2048))
     with pytest.raises(RawDataError, match=f"{video}: expected a decodable video"):
         blazepose.detect_video(mediapipe, video, tmp_path / "broken.npz", tmp_path / "images")
+
+
+# -- flip augmentation on real crops ------------------------------------------------------------------------
+
+def body_handedness(poses: np.ndarray, skeleton) -> np.ndarray:
+    """(left × up) · forward per pose [N]: positive for a real person in a right-handed frame (the camera's),
+    negative for a mirror image whose left/right labels were not swapped. Left runs from the right to the left
+    shoulder, up from the hips' midpoint to the shoulders', forward from the shoulders' midpoint to the nose."""
+    lsho, rsho, lhip, rhip, nose = (skeleton.index(n) for n in ("lsho", "rsho", "lhip", "rhip", "nose"))
+    shoulders = (poses[:, lsho] + poses[:, rsho]) / 2
+    left = poses[:, lsho] - poses[:, rsho]
+    up = shoulders - (poses[:, lhip] + poses[:, rhip]) / 2
+    return np.einsum("nd,nd->n", np.cross(left, up), poses[:, nose] - shoulders)
+
+
+def test_a_flipped_real_crop_carries_the_mirrored_pose(few_frames, tmp_path):
+    from assets.joint_names import mirror_permutation, skeleton_joint_indices
+    from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
+    from model.augmentation import AugmentationSettings
+    from model.data import StoreExamples
+
+    detections = open_store(convert(pose2sim_demo, few_frames[0], tmp_path / "detections.zarr").path)
+    store_path = write_pseudo_gt_store(detections, triangulate_store(detections, min_views=3),
+                                       tmp_path / "pseudo_gt.zarr")
+    store = open_store(store_path)
+    skeleton = blazepose.BLAZEPOSE_33
+    union = (*(f"{n}_blazepose_33" for n in skeleton.joint_names),)
+    slots, mirrored = skeleton_joint_indices(union, "blazepose_33"), mirror_permutation(union)
+    # the triangulated people are real ones: BlazePose's "left" is the person's left in every labelled pose
+    handedness = body_handedness(store.load("pose3d").astype(np.float64), skeleton)
+    assert np.isfinite(handedness).sum() >= 12 and (handedness[np.isfinite(handedness)] > 0).all()
+
+    # no shift, zoom or roll: the flipped crop is the stored one mirrored, so pixels can be compared exactly
+    still = dict(shift_fraction=0.0, zoom_range=(1.0, 1.0), roll_degrees=0.0)
+    plain = StoreExamples(store_path, union, augmentation=AugmentationSettings.geometry_only(flip_probability=0.0, **still))
+    flipped = StoreExamples(store_path, union, augmentation=AugmentationSettings.geometry_only(flip_probability=1.0, **still))
+    size = plain.image_size
+    checked = 0
+    for i in range(len(plain)):
+        a, b = plain[(i, 0)], flipped[(i, 0)]
+        if not np.isfinite(a["pose3d"][slots].numpy()).all(-1).any():
+            continue
+        np.testing.assert_array_equal(b["image"].numpy(), a["image"].numpy()[:, ::-1])
+        pose3d, pose2d = a["pose3d"].numpy(), a["pose2d"].numpy()
+        expected3d = (pose3d * [-1, 1, 1])[mirrored]
+        expected2d = np.stack([size - 1 - pose2d[:, 0], pose2d[:, 1]], axis=-1)[mirrored]
+        scale = np.nanmax(np.abs(pose3d))
+        np.testing.assert_allclose(b["pose3d"].numpy(), expected3d, atol=1e-5 * scale, equal_nan=True)
+        np.testing.assert_allclose(b["pose2d"].numpy(), expected2d, atol=1e-4 * size, equal_nan=True)
+        # the mirrored person is again a real person (labels swapped); a mirror without the swap is not
+        real, unswapped = (body_handedness(p[None, slots], skeleton)[0]
+                           for p in (b["pose3d"].numpy(), pose3d * [-1, 1, 1]))
+        if np.isfinite(real):
+            assert real > 0 and unswapped < 0
+            checked += 1
+    assert checked >= 12

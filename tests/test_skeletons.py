@@ -105,3 +105,26 @@ def test_invalid_definitions_are_rejected():
 def test_unknown_joint_name_error_lists_joints():
     with pytest.raises(KeyError, match="lsho"):
         get_skeleton("lsp_14").index("nose")
+
+
+def test_the_root_is_the_pelvis_or_else_the_hip_midpoint():
+    h36m = get_skeleton("h36m_17")
+    assert h36m.root_joints == (0,) and h36m.root_description == "pelv"
+    from assets.real.blazepose import register
+    register()  # blazepose_33 as the pipeline registers it
+    for name in ("blazepose_33", "coco_17"):  # formats without a pelvis: a virtual root
+        skeleton = get_skeleton(name)
+        assert skeleton.root_index is None
+        assert [skeleton.joint_names[i] for i in skeleton.root_joints] == ["lhip", "rhip"]
+        assert skeleton.root_description == "midpoint of lhip, rhip"
+    for name in BUILTIN_FORMATS:  # every shipped format has a root, hips and a torso top to orient a body
+        skeleton = get_skeleton(name)
+        assert skeleton.root_joints and skeleton.hip_joints and skeleton.torso_top_joints, name
+        assert skeleton.root_index is None or skeleton.root_joints == (skeleton.root_index,), name
+
+
+def test_a_format_without_pelvis_or_hips_has_no_root():
+    skeleton = Skeleton("hands_3", ("lwri", "rwri", "neck"), ((0, 2), (1, 2)))
+    assert skeleton.hip_joints is None and skeleton.root_index is None
+    with pytest.raises(ValueError, match="'hands_3' has no root.*pelv.*lhip/rhip"):
+        skeleton.root_joints
