@@ -19,7 +19,8 @@ setup: .venv/.installed .dvc-venv/.installed
 	.dvc-venv/bin/pip install -q --disable-pip-version-check "dvc>=3.60,<4"
 	touch $@
 
-demo: setup
+# the demo needs only the project's venv (DVC's is for `make repro` and the tests)
+demo: .venv/.installed
 	.venv/bin/dozens demo
 
 # two workers, each taking whole test files (module fixtures are built once): the suite is mostly

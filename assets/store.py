@@ -270,6 +270,9 @@ class StoreCorruptionError(StoreSchemaError):
     """A store's files are damaged: a chunk fails its checksum, is missing, or its metadata is unreadable."""
 
 
+_ROWS_PER_SLICE = 512  # span of example indices one slice of ``CheckedArray.read_rows`` covers
+
+
 class CheckedArray:
     """A store array whose read errors name the store, the array and the chunks involved."""
 
@@ -291,6 +294,25 @@ class CheckedArray:
 
     def get_orthogonal_selection(self, selection):
         return self._read(self._array.get_orthogonal_selection, selection)
+
+    def read_rows(self, rows) -> np.ndarray:
+        """The examples ``rows`` (indices in any order), read as a few contiguous slices: zarr reads a
+        selection of rows one chunk at a time, which for sharded images costs ~20x the slice reads."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        blocks, start = [], 0
+        while start < len(ordered):
+            end = int(np.searchsorted(ordered, ordered[start] + _ROWS_PER_SLICE, side="left"))
+            first, last = int(ordered[start]), int(ordered[end - 1])
+            blocks.append(self[first:last + 1][ordered[start:end] - first])
+            start = end
+        if not blocks:
+            return self.get_orthogonal_selection((rows,))
+        values = np.concatenate(blocks)
+        out = np.empty_like(values)
+        out[order] = values
+        return out
 
     @property
     def oindex(self):

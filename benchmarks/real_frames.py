@@ -60,7 +60,7 @@ def scores(model_path, store_path) -> dict:
     out = {}
     for split in ("train", "test"):
         rows = store.split_indices(split)
-        images = store["image"].get_orthogonal_selection((rows,))
+        images = store["image"].read_rows(rows)
         intrinsics = store["intrinsics"].get_orthogonal_selection((rows,))
         gt = store["pose3d"].get_orthogonal_selection((rows,)).astype(np.float64)
         labelled = np.isfinite(gt).all(-1).any(-1)

@@ -28,7 +28,7 @@ def predict_split(estimator, store, split: str = "test", batch_size: int = 64, f
     outputs = []
     for start in range(0, len(indices), batch_size):
         rows = indices[start:start + batch_size]
-        images = store["image"].get_orthogonal_selection((rows,))
+        images = store["image"].read_rows(rows)
         intrinsics = store["intrinsics"].get_orthogonal_selection((rows,))
         outputs.append(estimator.predict(images, intrinsics, None, flip_test=flip_test))
     return np.concatenate(outputs), indices

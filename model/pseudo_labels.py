@@ -44,7 +44,7 @@ def predict_all_skeletons(
             raise ValueError(f"store {store.path}: no {split!r} examples to predict on")
         for start in range(0, len(chosen), batch_size):
             rows = chosen[start:start + batch_size]
-            images = store["image"].get_orthogonal_selection((rows,))
+            images = store["image"].read_rows(rows)
             intrinsics = store["intrinsics"].get_orthogonal_selection((rows,))
             poses.append(estimator.predict(images, intrinsics, flip_test=True))
         datasets += [len(names)] * len(chosen)

@@ -2,9 +2,11 @@
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,25 +51,39 @@ def generate(config, force: bool = False) -> None:
     real = wanted([n for n, e in config.datasets.items() if e.converter == "pose2sim_demo"])
     if not synthetic and not real:
         print("demo data: all raw folders exist, nothing to generate")
-    if synthetic:
-        from assets.synthetic import generate_world
+    for name in synthetic:
+        raw, converter = config.datasets[name].raw, config.datasets[name].converter
+        if raw.name != converter:
+            raise SystemExit(f"{config.path}: dataset {name!r}: the demo world writes {converter!r} to a folder "
+                             f"named {converter!r}, but 'raw' is {raw}")
+    started = time.perf_counter()
+    # the real recording's build mostly waits (a download, a pip install, MediaPipe subprocesses) and each
+    # synthetic dataset is generated on its own: all of them run at once
+    with ThreadPoolExecutor(max_workers=len(real) or 1) as threads, \
+            ProcessPoolExecutor(max_workers=min(len(synthetic), os.cpu_count() or 1) or 1,
+                                mp_context=multiprocessing.get_context("spawn")) as processes:  # no fork beside a thread
+        builds = [threads.submit(_build_real_recording, config.datasets[name].raw, name, force) for name in real]
+        if synthetic:
+            from assets.synthetic import generate_world
 
-        started = time.perf_counter()
-        print(f"demo world: generating {', '.join(synthetic)} (size={config.demo_size}, seed={config.demo_seed})")
-        for name in synthetic:
-            raw, converter = config.datasets[name].raw, config.datasets[name].converter
-            if raw.name != converter:
-                raise SystemExit(f"{config.path}: dataset {name!r}: the demo world writes {converter!r} to a folder "
-                                 f"named {converter!r}, but 'raw' is {raw}")
-            generate_world(raw.parent, size=config.demo_size, seed=config.demo_seed, datasets=[converter])
-        print(f"demo world: done in {time.perf_counter() - started:.1f} s")
-    for name in real:
-        from assets.real.pose2sim import build
+            print(f"demo world: generating {', '.join(synthetic)} (size={config.demo_size}, seed={config.demo_seed})")
+            worlds = [processes.submit(generate_world, config.datasets[name].raw.parent, size=config.demo_size,
+                                       seed=config.demo_seed, datasets=[config.datasets[name].converter])
+                      for name in synthetic]
+            for future in worlds:
+                future.result()
+            print(f"demo world: done in {time.perf_counter() - started:.1f} s")
+        for future in builds:
+            future.result()
 
-        started = time.perf_counter()
-        print(f"{name}: acquiring the Pose2Sim demo videos and running BlazePose (cached under data/cache)")
-        build(config.datasets[name].raw, force=force)
-        print(f"{name}: done in {time.perf_counter() - started:.1f} s")
+
+def _build_real_recording(raw, name: str, force: bool) -> None:
+    from assets.real.pose2sim import build
+
+    started = time.perf_counter()
+    print(f"{name}: acquiring the Pose2Sim demo videos and running BlazePose (cached under data/cache)")
+    build(raw, force=force)
+    print(f"{name}: done in {time.perf_counter() - started:.1f} s")
 
 
 def print_store_table(title: str, names: list[str], store_path, outcomes: dict) -> None:

@@ -198,6 +198,18 @@ def test_a_garbage_pointer_is_a_clear_error(tmp_path):
     np.testing.assert_array_equal(open_store(location).load("frame"), make_arrays(seed=1)[0]["frame"])
 
 
+def test_rows_read_as_slices_equal_the_selection_in_any_order(tmp_path, monkeypatch):
+    import assets.store
+
+    monkeypatch.setattr(assets.store, "_ROWS_PER_SLICE", 4)  # several slices for these 30 examples
+    arrays, attrs = make_arrays(n=30)
+    store = open_store(write_store(tmp_path / "toy", arrays, attrs))
+    rows = np.array([17, 2, 29, 3, 3, 11, 0, 28])  # unordered, a repeat, spans far apart
+    np.testing.assert_array_equal(store["image"].read_rows(rows), arrays["image"][rows])
+    np.testing.assert_array_equal(store["pose3d"].read_rows(rows), arrays["pose3d"][rows])
+    assert store["image"].read_rows(np.array([], dtype=int)).shape == (0, 16, 16, 3)
+
+
 def test_flipped_bytes_in_a_chunk_are_detected_on_read(tmp_path):
     arrays, attrs = make_arrays()
     path = write_store(tmp_path / "toy", arrays, attrs)
