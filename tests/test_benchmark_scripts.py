@@ -55,3 +55,24 @@ def test_conversion_benchmark_prints_a_row_per_size_and_worker_count(capsys):
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [int(row[0]) for row in rows[1:]] == [12, 48]  # 1 take x 4 cameras x 3 (then 12) frames
     assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows[1:])
+
+
+def test_real_frames_benchmark_keeps_the_first_training_instants_of_every_camera(tmp_path):
+    from assets.store import SPLITS, open_store, write_store
+    from benchmarks.real_frames import first_instants_store
+    from store_factory import make_store_arrays
+
+    arrays, attrs = make_store_arrays(n=40, skeleton="h36m_17", image_size=8)
+    frames, cameras = np.arange(40) // 4, np.arange(40) % 4  # 10 instants x 4 cameras
+    split = np.where(frames >= 8, SPLITS.index("test"), SPLITS.index("train"))
+    arrays.update(frame=frames.astype(np.int32), camera=cameras.astype(np.int32), split=split.astype(np.int8))
+    attrs = {**attrs, "codes": {**attrs["codes"], "camera": ["c0", "c1", "c2", "c3"]}}
+    source = write_store(tmp_path / "recording.zarr", arrays, attrs)
+
+    subset = open_store(first_instants_store(source, 3, tmp_path / "first3.zarr"))
+    kept = subset.load("split")
+    assert sorted(set(frames[kept == SPLITS.index("train")])) == [0, 1, 2]
+    assert (kept == SPLITS.index("train")).sum() == 12  # every camera of the kept instants
+    assert sorted(set(frames[kept == SPLITS.index("val")])) == [3, 4, 5, 6, 7]
+    np.testing.assert_array_equal(kept == SPLITS.index("test"), split == SPLITS.index("test"))
+    np.testing.assert_array_equal(subset.load("pose3d"), open_store(source).load("pose3d"))
