@@ -29,3 +29,11 @@ def project_copy(tmp_path, monkeypatch):
     code_versions.module_closure.cache_clear()
     yield copy
     code_versions.module_closure.cache_clear()
+
+
+@pytest.fixture
+def raw(pristine, tmp_path):
+    """A private copy of the requesting test module's raw release tree (its ``pristine`` fixture), safe to damage."""
+    from pathlib import Path
+
+    return Path(shutil.copytree(pristine, tmp_path / "raw"))

@@ -189,12 +189,6 @@ def pristine(tmp_path_factory) -> Path:
     return write_raw_tree(tmp_path_factory.mktemp("threedpw") / "3dpw")
 
 
-@pytest.fixture
-def raw(pristine, tmp_path) -> Path:
-    """A private copy of the raw tree, safe to damage."""
-    return Path(shutil.copytree(pristine, tmp_path / "raw"))
-
-
 @pytest.fixture(scope="module")
 def converted(pristine, tmp_path_factory):
     out = tmp_path_factory.mktemp("threedpw_store") / "3dpw.zarr"

@@ -213,12 +213,6 @@ def pristine(tmp_path_factory) -> Path:
     return build_raw(tmp_path_factory.mktemp("aspset") / "aspset", frames=True, videos=True)
 
 
-@pytest.fixture
-def raw(pristine, tmp_path) -> Path:
-    """A private copy of the raw tree, safe to damage."""
-    return Path(shutil.copytree(pristine, tmp_path / "raw"))
-
-
 @pytest.fixture(scope="module")
 def converted(pristine, tmp_path_factory):
     return convert(aspset, pristine, tmp_path_factory.mktemp("aspset_store") / "aspset.zarr", image_size=IMAGE_SIZE)

@@ -158,12 +158,6 @@ def pristine(tmp_path_factory) -> Path:
     return write_raw_tree(tmp_path_factory.mktemp("coco") / "coco")
 
 
-@pytest.fixture
-def raw(pristine, tmp_path) -> Path:
-    """A private copy of the raw tree, safe to damage."""
-    return Path(shutil.copytree(pristine, tmp_path / "raw"))
-
-
 @pytest.fixture(scope="module")
 def converted(pristine, tmp_path_factory):
     return convert(coco, pristine, tmp_path_factory.mktemp("coco_store") / "coco.zarr", image_size=SIZE)

@@ -9,7 +9,6 @@ black with a white 3x3 square centred on every annotated joint, so a crop shows 
 
 import copy
 import inspect
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,12 +161,6 @@ def write_raw_tree(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     return write_raw_tree(tmp_path_factory.mktemp("mpii") / "mpii")
-
-
-@pytest.fixture
-def raw(pristine, tmp_path) -> Path:
-    """A private copy of the raw tree, safe to damage."""
-    return Path(shutil.copytree(pristine, tmp_path / "raw"))
 
 
 @pytest.fixture(scope="module")

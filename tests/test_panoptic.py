@@ -196,11 +196,6 @@ def pristine(tmp_path_factory) -> Path:
     return write_raw_tree(tmp_path_factory.mktemp("panoptic") / "panoptic")
 
 
-@pytest.fixture
-def raw(pristine, tmp_path) -> Path:
-    return Path(shutil.copytree(pristine, tmp_path / "raw"))
-
-
 EVERY_FRAME = {"frame_step": 1}
 
 

@@ -36,6 +36,7 @@ from assets.cameras import Camera
 from assets.converters.common import RawExample
 from assets.converters.interface import ConverterOptions, OptionError
 from assets.converters.raw_io import RawDataError, check_millimetres, load_json, require_file
+from assets.converters.video import ExtractedFramesOrVideo
 
 log = logging.getLogger(__name__)
 
@@ -279,27 +280,12 @@ def _check_boxes(joints_cam: np.ndarray, boxes: np.ndarray, camera: Camera, came
 
 # -- frames ------------------------------------------------------------------------------------
 
-class _FrameSource:
+def _frame_source(split_dir: Path, subject: str, clip: str, camera: str) -> ExtractedFramesOrVideo:
     """Pre-extracted jpgs where present, otherwise frames decoded from the clip's video."""
-
-    def __init__(self, split_dir: Path, subject: str, clip: str, camera: str):
-        stem = f"{subject}-{clip}-{camera}"
-        self.folder = split_dir / "frames" / subject / stem
-        self.video = split_dir / "videos" / subject / f"{stem}.mkv"
-        self.present = {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else None
-        self.has_video = self.video.is_file()
-        if self.present is None and not self.has_video:
-            raise RawDataError(self.video, None, f"the clip's video (or its frames in {self.folder}/%06d.jpg)",
-                               "no such file")
-
-    def locate(self, frame: int) -> tuple[Path, int | None]:
-        name = FRAME_NAME.format(frame)
-        if self.present is not None and name in self.present:
-            return self.folder / name, None
-        if self.has_video:
-            return self.video, frame
-        raise RawDataError(self.folder / name, None, f"an extracted frame (or the video {self.video})",
-                           "no such file")
+    stem = f"{subject}-{clip}-{camera}"
+    folder = split_dir / "frames" / subject / stem
+    return ExtractedFramesOrVideo(folder, split_dir / "videos" / subject / f"{stem}.mkv", FRAME_NAME,
+                                  f"the clip's video (or its frames in {folder}/%06d.jpg)")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -349,7 +335,7 @@ def read_examples(raw_root: Path, options: ConverterOptions | None = None):
                       if options.keeps_frame(f) and np.isfinite(boxes[f]).all() and in_front[f]]
             if not frames:
                 continue
-            source = _FrameSource(split_dir, subject, clip, view)
+            source = _frame_source(split_dir, subject, clip, view)
             for f in frames:
                 image_path, frame_index = source.locate(f)
                 yield RawExample(image_path=image_path, frame_index=frame_index, frame_camera=camera, split=split,

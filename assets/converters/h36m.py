@@ -58,6 +58,7 @@ from assets.cameras import Camera
 from assets.converters.common import RawExample
 from assets.converters.interface import ConverterOptions, OptionError
 from assets.converters.raw_io import RawDataError, require_file
+from assets.converters.video import ExtractedFramesOrVideo
 
 log = logging.getLogger(__name__)
 
@@ -223,31 +224,15 @@ def check_millimetres(joints: np.ndarray, path: Path, field: str) -> None:
 
 # -- frames ------------------------------------------------------------------------------------
 
-class _FrameSource:
+def _frame_folder_and_video(subject_dir: Path, stem: str, camera: str) -> tuple[Path, Path]:
     """Where the frames of one ``<Seq>.<cam>`` come from: extracted jpgs where present, else the video."""
+    return subject_dir / "Images" / f"{stem}.{camera}", subject_dir / "Videos" / f"{stem}.{camera}.mp4"
 
-    def __init__(self, subject_dir: Path, stem: str, camera: str):
-        self.images = subject_dir / "Images" / f"{stem}.{camera}"
-        self.video = subject_dir / "Videos" / f"{stem}.{camera}.mp4"
-        self.present = ({p.name for p in self.images.iterdir()} if self.images.is_dir() else None)
-        self.has_video = self.video.is_file()
-        if self.present is None and not self.has_video:
-            raise RawDataError(self.video, None, f"the take's video (or its frames extracted to "
-                                                 f"{self.images}/frame_%06d.jpg)", "no such file")
 
-    def locate(self, frame: int) -> tuple[Path, int | None]:
-        name = f"frame_{frame:06d}.jpg"
-        if self.present is not None and name in self.present:
-            return self.images / name, None
-        if self.has_video:
-            return self.video, frame
-        raise RawDataError(self.images / name, None, f"an extracted frame (or the video {self.video})",
-                           "no such file")
-
-    @staticmethod
-    def exists(subject_dir: Path, stem: str, camera: str) -> bool:
-        return ((subject_dir / "Images" / f"{stem}.{camera}").is_dir()
-                or (subject_dir / "Videos" / f"{stem}.{camera}.mp4").is_file())
+def _frame_source(subject_dir: Path, stem: str, camera: str) -> ExtractedFramesOrVideo:
+    images, video = _frame_folder_and_video(subject_dir, stem, camera)
+    return ExtractedFramesOrVideo(images, video, "frame_{:06d}.jpg",
+                                  f"the take's video (or its frames extracted to {images}/frame_%06d.jpg)")
 
 
 def _media_takes(subject_dir: Path) -> set[tuple[str, str]]:
@@ -384,7 +369,7 @@ def _take_examples(subject_dir, subject, split, stem, camera, frame_camera, join
     frames = _frames(len(joints), split, settings, options)
     if not frames:
         return
-    source = _FrameSource(subject_dir, stem, camera)
+    source = _frame_source(subject_dir, stem, camera)
     for f in frames:
         image_path, frame_index = source.locate(f)
         yield RawExample(
@@ -421,7 +406,7 @@ def _media_stem(subject_dir: Path, action: str, camera: str) -> str | None:
         if action.startswith(new):
             candidates.append(old + action[len(new):])
     for stem in candidates:
-        if _FrameSource.exists(subject_dir, stem, camera):
+        if ExtractedFramesOrVideo.available(*_frame_folder_and_video(subject_dir, stem, camera)):
             return stem
     return None
 

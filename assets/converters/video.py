@@ -122,3 +122,33 @@ class VideoFrames:
     def __exit__(self, *exc_info):
         self.close()
         return False
+
+
+class ExtractedFramesOrVideo:
+    """Where the frames of one camera's take come from: the release's extracted images where present,
+    otherwise frames decoded from its video (which also fills gaps in an extraction).
+
+    ``frame_name`` formats a frame number into an image file name; ``missing`` is what the error names as
+    expected when neither the folder nor the video exists.
+    """
+
+    def __init__(self, folder: Path, video: Path, frame_name: str, missing: str):
+        self.folder, self.video, self.frame_name = Path(folder), Path(video), frame_name
+        self.present = {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else None
+        self.has_video = self.video.is_file()
+        if self.present is None and not self.has_video:
+            raise RawDataError(self.video, None, missing, "no such file")
+
+    @staticmethod
+    def available(folder: Path, video: Path) -> bool:
+        return Path(folder).is_dir() or Path(video).is_file()
+
+    def locate(self, frame: int) -> tuple[Path, int | None]:
+        """(image file, None) for an extracted frame, else (video, frame index)."""
+        name = self.frame_name.format(frame)
+        if self.present is not None and name in self.present:
+            return self.folder / name, None
+        if self.has_video:
+            return self.video, frame
+        raise RawDataError(self.folder / name, None, f"an extracted frame (or the video {self.video})",
+                           "no such file")
