@@ -1,8 +1,9 @@
 """Writing one file so that a reader sees the old or the new content, never a partial file.
 
 The content goes to a temporary file in the same folder, is flushed to disk, and replaces the target in
-one rename (atomic on a local disk; on an object store one PUT has the same effect). A writer killed
-half-way leaves at most a ``.<name>.<id>.tmp`` beside the target, which the next write of it removes.
+one rename (atomic on a local disk). On an object store (assets.locations) the content is sent in one
+PUT, which replaces the object as a whole. A writer killed half-way leaves at most a ``.<name>.<id>.tmp``
+beside a local target, which the next write of it removes.
 """
 
 import os
@@ -12,12 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from assets.locations import Location, location, put_with
+
 _TMP_SUFFIX = ".tmp"
 
 
-def write_atomically(path, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomically(path, write: Callable[[BinaryIO], None]) -> Location:
     """Call ``write`` with a binary file handle, then put what it wrote at ``path`` in one step."""
-    path = Path(path)
+    path = location(path)
+    if not isinstance(path, Path):
+        put_with(path, write)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temporaries(path)
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}{_TMP_SUFFIX}")
@@ -33,7 +39,7 @@ def write_atomically(path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-def write_bytes_atomically(path, content: bytes) -> Path:
+def write_bytes_atomically(path, content: bytes) -> Location:
     return write_atomically(path, lambda handle: handle.write(content))
 
 

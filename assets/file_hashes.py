@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from assets.locations import cache_root, is_remote
+
 _BLOCK = 1 << 20
 
 
@@ -77,5 +79,9 @@ def fingerprint_paths(paths, extra: str = "", cache: FileHashCache | None = None
 
 
 def default_cache_path(store_root) -> Path:
-    """Where a pipeline keeps its raw-file hashes: beside its stores, out of any artifact location."""
-    return Path(store_root) / ".cache" / f"file_hashes-{os.uname().nodename}.sqlite"
+    """Where a pipeline keeps its raw-file hashes (a local SQLite file): beside local stores, out of any
+    artifact location; in the local cache folder when the stores are on an object store."""
+    name = f"file_hashes-{os.uname().nodename}.sqlite"
+    if is_remote(store_root):
+        return cache_root() / name
+    return Path(store_root) / ".cache" / name

@@ -13,8 +13,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import zarr
@@ -23,6 +21,7 @@ from zarr.core.sync import sync
 
 from assets.skeletons import get_skeleton
 from assets.atomic_files import write_bytes_atomically
+from assets.locations import Location, location as as_location, remove, zarr_store
 from assets.versions import POINTER, NotPublishedError, VersionWriter, resolve
 
 SCHEMA_VERSION = 1
@@ -133,7 +132,7 @@ class StoreWriter:
 
     def __init__(self, location, num_examples: int, attrs: dict, *, optional_arrays=(),
                  data_version: str | None = None, resume: bool = False):
-        self.location = Path(location)
+        self.location = as_location(location)
         self.num_examples = int(num_examples)
         self.attrs = dict(attrs)
         skeleton = get_skeleton(self.attrs["skeleton"])
@@ -148,7 +147,7 @@ class StoreWriter:
         try:
             self.resume_from = self._written_so_far(shapes) if self._version.resumed else 0
             if self.resume_from == 0:
-                self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+                self.group = zarr.open_group(store=zarr_store(self.path, read_only=False), mode="w", zarr_format=3)
                 self.arrays = {}
                 for name, shape in shapes.items():
                     fill = np.nan if ARRAY_SPECS[name].dtype == "float32" else 0
@@ -163,7 +162,7 @@ class StoreWriter:
         """Examples a dead writer of this version wrote (0: start over), opening its arrays to go on."""
         try:
             done = int(json.loads((self.path / _PROGRESS_FILE).read_text())["examples_written"])
-            self.group = zarr.open_group(str(self.path), mode="r+")
+            self.group = zarr.open_group(store=zarr_store(self.path, read_only=False), mode="r+")
             self.arrays = {name: self.group[name] for name in self.names}
         except (OSError, ValueError, KeyError, TypeError):
             return 0
@@ -187,7 +186,7 @@ class StoreWriter:
                 )
             target[start:start + len(value)] = value.astype(target.dtype, copy=False)
 
-    def finish(self) -> Path:
+    def finish(self) -> Location:
         """Validate and complete the new version without publishing it: the path checks can read."""
         if not self._finished:
             where = f"store {self.location}"
@@ -198,11 +197,11 @@ class StoreWriter:
             self.attrs["num_examples"] = self.num_examples
             self.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self.group.attrs.update(self.attrs)
-            (self.path / _PROGRESS_FILE).unlink(missing_ok=True)
+            remove(self.path / _PROGRESS_FILE)
             self._finished = True
         return self.path
 
-    def commit(self, gate: Callable[[Path], None] | None = None) -> Path:
+    def commit(self, gate: Callable[[Location], None] | None = None) -> Location:
         """Finish, let ``gate`` inspect the finished version (it raises to refuse it), then publish."""
         staged = self.finish()
         if gate is not None:
@@ -233,7 +232,7 @@ def array_layout(name: str, shape: tuple) -> dict:
 
 
 def write_store(path, arrays: dict, attrs: dict, *, data_version: str | None = None,
-                gate: Callable[[Path], None] | None = None) -> Path:
+                gate: Callable[[Location], None] | None = None) -> Location:
     """Write a whole in-memory dataset as a new version of the store at ``path``, and publish it."""
     n = len(arrays["pose3d"])
     optional = [k for k in arrays if not ARRAY_SPECS.get(k, ArraySpec("", ())).required]
@@ -276,7 +275,7 @@ _ROWS_PER_SLICE = 512  # span of example indices one slice of ``CheckedArray.rea
 class CheckedArray:
     """A store array whose read errors name the store, the array and the chunks involved."""
 
-    def __init__(self, array: zarr.Array, store_path: Path, name: str):
+    def __init__(self, array: zarr.Array, store_path: Location, name: str):
         self._array = array
         self._store_path = store_path
         self.name = name
@@ -372,12 +371,12 @@ class DatasetStore:
     """
 
     def __init__(self, path):
-        self.location = Path(path)
+        self.location = as_location(path)
         self.path = self.location if (self.location / "zarr.json").exists() else resolve_version(self.location)
         if not (self.path / "zarr.json").exists():
             raise FileNotFoundError(f"no dataset store at {self.path} (expected a Zarr v3 group with zarr.json)")
         try:
-            self.group = zarr.open_group(str(self.path), mode="r")
+            self.group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
             self.attrs = dict(self.group.attrs)
             names = list(self.group.array_keys())
         except Exception as exc:
@@ -446,7 +445,7 @@ class DatasetStore:
         return total
 
 
-def resolve_version(location: Path) -> Path:
+def resolve_version(location: Location) -> Location:
     """The published version of a store location, with errors that say which store is missing."""
     try:
         return resolve(location)

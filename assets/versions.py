@@ -9,21 +9,21 @@ small pointer naming the version readers get::
 
 Publishing is one atomic replace of ``current.json`` (one PUT on an object store), so a writer that dies
 or fails its checks leaves the previous version current, a reader never sees a half-written version, and
-no folder is ever renamed. The current and the previous version are kept (a reader that opened the
+no folder is ever renamed: this works the same on a local disk and on an object store (the location may
+be an ``s3://`` URL, see assets.locations). The current and the previous version are kept (a reader that opened the
 previous one can finish); older versions, and versions of writers that died, are removed by the next
 publish at the same location or by ``collect_garbage`` (``dozens gc``).
 """
 
 import json
 import os
-import shutil
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-
 from assets.atomic_files import process_exists, write_bytes_atomically
+from assets.locations import (Location, is_remote, keep_as_local_copy, local_copy, location as as_location, remove,
+                              staging_path, upload)
 
 POINTER = "current.json"
 WRITING_MARK = ".writing"
@@ -39,20 +39,20 @@ class PointerError(ValueError):
 
 @dataclass(frozen=True)
 class Published:
-    location: Path
+    location: Location
     version: str
     data_version: str | None
     previous: str | None
     published: str
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
         return self.location / self.version
 
 
 def read_pointer(location) -> Published | None:
     """The published version at ``location``, or None when nothing was published there."""
-    location = Path(location)
+    location = as_location(location)
     pointer = location / POINTER
     try:
         text = pointer.read_text()
@@ -71,7 +71,7 @@ def read_pointer(location) -> Published | None:
     return published
 
 
-def resolve(location) -> Path:
+def resolve(location) -> Location:
     """The current version's path; NotPublishedError if there is none."""
     published = read_pointer(location)
     if published is None:
@@ -80,6 +80,13 @@ def resolve(location) -> Path:
         raise PointerError(f"{location / POINTER} names version {published.version!r}, which is not in {location}; "
                            f"the artifact was damaged: re-run the stage that writes it")
     return published.path
+
+
+def local_published(location, progress=None):
+    """A local path for readers with random access (the training loader, the benchmark): ``location``
+    itself when it is local, otherwise a cached local copy of its current version (assets.locations)."""
+    location = as_location(location)
+    return location if not is_remote(location) else local_copy(resolve(location), progress)
 
 
 def published_data_version(location) -> str | None:
@@ -94,11 +101,13 @@ def published_data_version(location) -> str | None:
 class VersionWriter:
     """A new version at ``location``; ``publish()`` makes it current. Leaving the block unpublished discards it.
 
-    ``path`` is where the caller writes the version (a folder or a file, as ``suffix`` says).
+    ``path`` is where the caller writes the version (a folder or a file, as ``suffix`` says). For a location
+    on an object store that is a local staging folder: the version is built and checked there, uploaded
+    whole by ``publish()`` before the pointer is written, and then kept as the local cache's copy of it.
     """
 
     def __init__(self, location, data_version: str | None = None, suffix: str = ".zarr", *, resume: bool = False):
-        self.location = Path(location)
+        self.location = as_location(location)
         self.data_version = data_version
         self.location.mkdir(parents=True, exist_ok=True)
         # ``resume``: take over the unpublished version of a writer of the same data version that died
@@ -108,7 +117,8 @@ class VersionWriter:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             orphan = f"{stamp}-{(data_version or 'unversioned')[:12]}-{uuid.uuid4().hex[:8]}{suffix}"
         self.name = orphan
-        self.path = self.location / self.name
+        self.version_path = self.location / self.name
+        self.path = _written_at(self.location, self.name)
         # the mark exists before the version does, so a concurrent prune never takes a version being written
         self._mark = self.location / (self.name + WRITING_MARK)
         write_bytes_atomically(self._mark, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
@@ -116,22 +126,28 @@ class VersionWriter:
         _remove_dead_writers(self.location)
         self.published = False
 
-    def publish(self) -> Path:
+    def publish(self) -> Location:
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: nothing was written, so nothing can be published")
+        if self.path != self.version_path:
+            upload(self.path, self.version_path)
         current = read_pointer_or_none(self.location)
         record = {"version": self.name, "data_version": self.data_version,
                   "previous": current.version if current is not None else None,
                   "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_bytes_atomically(self.location / POINTER, json.dumps(record, indent=1).encode())
         self.published = True
-        self._mark.unlink(missing_ok=True)
+        remove(self._mark)
+        if self.path != self.version_path:
+            keep_as_local_copy(self.path, self.version_path)
         prune(self.location)
-        return self.path
+        return self.version_path
 
     def discard(self) -> None:
-        _remove(self.path)
-        self._mark.unlink(missing_ok=True)
+        remove(self.path)
+        if self.path != self.version_path:
+            remove(self.version_path)  # an upload cut short
+        remove(self._mark)
 
     def __enter__(self):
         return self
@@ -150,16 +166,16 @@ def read_pointer_or_none(location) -> Published | None:
         return None
 
 
-def garbage(location) -> list[Path]:
+def garbage(location) -> list[Location]:
     """What ``prune`` would remove at ``location``: versions the pointer does not reference, not being written."""
-    location = Path(location)
+    location = as_location(location)
     if not location.is_dir():
         return []
     current = read_pointer_or_none(location)
     keep = {POINTER} | ({current.version, current.previous} if current is not None else set())
     marks = {p.name[:-len(WRITING_MARK)]: p for p in location.glob(f"*{WRITING_MARK}")}
     removable = []
-    for entry in sorted(location.iterdir()):
+    for entry in sorted(location.iterdir(), key=lambda entry: entry.name):
         name = entry.name
         if name in keep or name.endswith(WRITING_MARK):
             if name.endswith(WRITING_MARK) and name[:-len(WRITING_MARK)] in keep:
@@ -174,30 +190,30 @@ def garbage(location) -> list[Path]:
         if mark is not None:
             removable.append(mark)
     orphan_marks = [m for n, m in marks.items() if not (location / n).exists() and not _writer_alive(m)]
-    return sorted(set(removable) | set(orphan_marks))
+    return sorted(set(removable) | set(orphan_marks), key=str)
 
 
-def prune(location) -> list[Path]:
+def prune(location) -> list[Location]:
     removed = garbage(location)
     for path in removed:
-        _remove(path)
+        remove(path)
     return removed
 
 
-def collect_garbage(root, *, dry_run: bool = False) -> list[Path]:
+def collect_garbage(root, *, dry_run: bool = False) -> list[Location]:
     """``prune`` every artifact location under ``root`` (folders holding a pointer or version marks)."""
-    root = Path(root)
+    root = as_location(root)
     if not root.is_dir():
         return []
-    locations = sorted({p.parent for p in root.rglob(POINTER)} | {p.parent for p in root.rglob(f"*{WRITING_MARK}")})
-    found = [path for location in locations for path in garbage(location)]
+    found_locations = {p.parent for p in root.rglob(POINTER)} | {p.parent for p in root.rglob(f"*{WRITING_MARK}")}
+    found = [path for where in sorted(found_locations, key=str) for path in garbage(where)]
     if not dry_run:
         for path in found:
-            _remove(path)
+            remove(path)
     return found
 
 
-def _orphan_of(location: Path, data_version: str, suffix: str) -> str | None:
+def _orphan_of(location: Location, data_version: str, suffix: str) -> str | None:
     """The newest version a dead writer of ``data_version`` left unpublished at ``location``, if any."""
     candidates = []
     for mark in location.glob(f"*{suffix}{WRITING_MARK}"):
@@ -207,19 +223,26 @@ def _orphan_of(location: Path, data_version: str, suffix: str) -> str | None:
             continue
         version = mark.name[:-len(WRITING_MARK)]
         if (owner.get("data_version") == data_version and not _writer_alive(mark)
-                and (location / version).exists()):
+                and _written_at(location, version).exists()):
             candidates.append(version)
     return max(candidates) if candidates else None  # names start with a UTC time stamp
 
 
-def _remove_dead_writers(location: Path) -> None:
+def _remove_dead_writers(location: Location) -> None:
     for mark in location.glob(f"*{WRITING_MARK}"):
         if not _writer_alive(mark):
-            _remove(location / mark.name[:-len(WRITING_MARK)])
-            mark.unlink(missing_ok=True)
+            version = mark.name[:-len(WRITING_MARK)]
+            remove(location / version)
+            remove(_written_at(location, version))
+            remove(mark)
 
 
-def _writer_alive(mark: Path) -> bool:
+def _written_at(location: Location, version: str) -> Location:
+    """Where a writer on this machine builds ``version``: in place locally, in local staging for an object store."""
+    return staging_path(location / version) if is_remote(location) else location / version
+
+
+def _writer_alive(mark: Location) -> bool:
     """True unless the mark's writer is known to be gone: same host, process no longer exists."""
     try:
         owner = json.loads(mark.read_text())
@@ -230,9 +253,3 @@ def _writer_alive(mark: Path) -> bool:
         return False  # a mark cut short by a kill
     return host != socket.gethostname() or process_exists(pid)
 
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -2,12 +2,12 @@
 
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from assets.atomic_files import write_atomically
+from assets.locations import Location, location, open_binary
 from assets.joint_names import skeleton_joint_indices
 from assets.store import open_store
 from evaluation.metrics import (absolute_mpjpe, auc, consistency_error, cps, mpjpe, pa_mpjpe, pck, pck_curve,
@@ -242,13 +242,13 @@ def history_rows(result: dict, model: str, model_fingerprint: str, when: datetim
                          for name, value in result["metrics"].items()], schema=HISTORY_SCHEMA)
 
 
-def append_history(folder, rows: pl.DataFrame) -> Path:
+def append_history(folder, rows: pl.DataFrame) -> Location:
     """Add ``rows`` to the history in ``folder`` as a new Parquet file; nothing written before is touched.
 
     One file per append (never a read-modify-write of one file), so concurrent benchmark runs cannot lose
     each other's rows; each file is written aside and renamed into place, so a reader never sees half of one.
     """
-    folder = Path(folder)
+    folder = location(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = rows.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
     name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
@@ -257,10 +257,11 @@ def append_history(folder, rows: pl.DataFrame) -> Path:
 
 def read_history(folder) -> pl.DataFrame:
     """Every row of the history in ``folder``, oldest first (empty, with the schema, when there is none)."""
-    files = sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else []
+    folder = location(folder)
+    files = sorted(folder.glob("*.parquet"), key=lambda f: f.name) if folder.is_dir() else []
     if not files:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
-    return pl.concat([pl.read_parquet(f) for f in files])
+    return pl.concat([pl.read_parquet(open_binary(f)) for f in files])
 
 
 FLOOR_LABELS = {"world": "mean pose floor (world frame)", "canonical": "mean pose floor (canonical orientation)"}

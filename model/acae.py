@@ -45,12 +45,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from assets.locations import Location, location
 from assets.skeletons import mirror_name
 from model.acae_init import chiral_blocks, principal_affine_weights
 from model.checkpoints import load_checked, model_file_kind, reading_contents
@@ -418,9 +418,9 @@ class ACAE:
         return reconstruction_errors(poses, self.reconstruct(poses))
 
     # -- persistence ---------------------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path) -> Location:
         """Write one file atomically (assets.atomic_files)."""
-        path = Path(path)
+        path = location(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _FORMAT_TAG,

@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+
+from assets.locations import location, open_binary
 
 
 class CheckpointError(ValueError):
@@ -42,7 +45,7 @@ def model_file_kind(description: str, format_tag: str, version: int) -> FileKind
 
 def load_checked(path, kind: FileKind, map_location: str | torch.device = "cpu") -> dict:
     """The payload of a ``torch.save``d dict of ``kind``, verified intact, of that kind and finite."""
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file, expected {kind.description}")
 
@@ -51,11 +54,14 @@ def load_checked(path, kind: FileKind, map_location: str | torch.device = "cpu")
 
     if path.stat().st_size == 0:
         raise refuse(f"the file is empty, not {kind.description}")
-    damaged_record = _failed_zip_record(path)
+    source = open_binary(path)  # an object-store file is read once, into memory
+    damaged_record = _failed_zip_record(source)
     if damaged_record is not None:
         raise refuse(f"the file is damaged: {damaged_record}")
+    if not isinstance(source, Path):
+        source.seek(0)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
     except PermissionError:
         raise  # not the file's contents (torch reports some damaged archives as other OSErrors, though)
     except pickle.UnpicklingError as error:
@@ -112,7 +118,7 @@ def non_finite_entries(tree, prefix: str = "") -> list[str]:
     return found
 
 
-def _failed_zip_record(path: Path) -> str | None:
+def _failed_zip_record(path: Path | BinaryIO) -> str | None:
     """A description of the first damaged record of a zip archive; None if intact or not a zip (the
     legacy format, or garbage that ``torch.load`` will refuse)."""
     if not zipfile.is_zipfile(path):

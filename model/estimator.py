@@ -9,13 +9,13 @@ Training modes differ in what the network's head predicts (method.md §7):
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from assets.joint_names import skeleton_joint_indices, split_union_joint_name
+from assets.locations import Location, location
 from model.checkpoints import load_checked, model_file_kind, reading_contents
 from model.network import MetrabsConfig, MetrabsModel
 from model.persistence import save_torch_atomic
@@ -89,8 +89,8 @@ class PoseEstimator(torch.nn.Module):
     def skeletons(self) -> list[str]:
         return list(dict.fromkeys(split_union_joint_name(name)[1] for name in self.joint_names))
 
-    def save(self, path) -> Path:
-        path = Path(path)
+    def save(self, path) -> Location:
+        path = location(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _FORMAT_TAG, "version": _FORMAT_VERSION, "mode": self.mode,

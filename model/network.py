@@ -18,13 +18,13 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from assets.joint_names import mirror_permutation, skeleton_joint_indices, union_joint_names
+from assets.locations import Location, location
 from model.backbones import available_backbones, build_backbone
 from model.checkpoints import load_checked, model_file_kind, reading_contents
 from model.heads import MetrabsHead
@@ -199,9 +199,9 @@ class MetrabsModel(nn.Module):
         return {"coords2d": coords2d, "coords3d_rel": coords3d_rel, "coords3d_abs": coords3d_abs}
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> Location:
         """Config and weights in one file, written atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
+        path = location(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _FORMAT_TAG,

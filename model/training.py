@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from assets.atomic_files import write_bytes_atomically
 from assets.joint_names import union_joint_names
+from assets.locations import Location, location
 from assets.store import open_store
 from model.checkpoints import FileKind, listed, load_checked, non_finite_entries
 from model.data import MultiDatasetBatches, Source
@@ -93,7 +95,7 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    model_path: Path
+    model_path: Location
     steps: int
     resumed_from: int
     history: list[dict] = field(default_factory=list)
@@ -234,7 +236,7 @@ def train(
     ``stop_after`` ends the process-local loop after that many steps of this call (tests simulate a kill).
     """
     report = progress or log.info
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)  # a local folder or an object-store prefix
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     skeletons = []
@@ -320,7 +322,7 @@ def train(
     if step >= config.steps:
         _stop_if_weights_not_finite(estimator, optimizer, step, config.steps, checkpoint_path)
         estimator.save(out_dir / MODEL_FILE)
-        (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+        write_bytes_atomically(out_dir / HISTORY_FILE, json.dumps(history, indent=1).encode())
     return TrainingResult(model_path=out_dir / MODEL_FILE, steps=step, resumed_from=resumed_from, history=history,
                           images_per_second=rate, device=str(device), seconds=seconds)
 

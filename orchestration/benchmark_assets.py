@@ -1,13 +1,16 @@
 """Dagster wiring for benchmarks: one partition per test set, scores appended to the history (the scoring
 code, torch and matplotlib are imported inside the asset, as in orchestration/model_assets.py)."""
 
+import hashlib
 import json
 
 import dagster as dg
 
 from assets.atomic_files import write_bytes_atomically
-from assets.file_hashes import fingerprint_paths
+from assets.locations import read_bytes
+from assets.versions import local_published
 from orchestration.config import PipelineConfig
+from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
 from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
@@ -15,7 +18,8 @@ from orchestration.automation import STALE_CONDITION
 
 
 def file_fingerprint(path) -> str:
-    return fingerprint_paths([path])[:16]
+    """Digest of a model file's content (wherever it is stored), naming in the history what was scored."""
+    return hashlib.sha256(read_bytes(path)).hexdigest()[:16]
 
 
 def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition | None, list]:
@@ -40,7 +44,7 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
 
         name = context.partition_key
         version = expected_signature(config, context.instance, "benchmark", name)
-        store = config.training_store_path(name)
+        store = local_published(config.training_store_path(name), step_progress(context))
         acae = ACAE.load(acae_path)
         results, fingerprints = {}, {}
         for model_name, path in models.items():
@@ -50,7 +54,8 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
             append_history(config.benchmark_history_path, rows)
         # the mean-pose floor: from this test set's training split, else (a test-only set) from a training
         # store of its skeleton format
-        floor = benchmark_floor(store, [config.training_store_path(d) for d in config.training.batch_3d if d != name])
+        floor = benchmark_floor(store, [local_published(config.training_store_path(d))
+                                        for d in config.training.batch_3d if d != name])
         final = results["final"]
         latest = config.benchmark_latest_path(name)
         write_bytes_atomically(latest, json.dumps({"dataset": name, "version": version, "root": final["root"],

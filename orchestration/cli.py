@@ -9,6 +9,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from assets.locations import tree_size
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -105,7 +107,7 @@ def print_store_table(title: str, names: list[str], store_path, outcomes: dict) 
             print(f"{name:<18} UNREADABLE: {exc}")
             continue
         counts = store.attrs["counts"]
-        megabytes = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file()) / 2**20
+        megabytes = tree_size(store.path) / 2**20
         print(f"{name:<18} {store.attrs['skeleton']:<16} {counts['train']:>6} {counts['val']:>6} "
               f"{counts['test']:>6} {megabytes:>7.1f}  {_describe(outcome)}")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from assets.locations import Location, is_url, location
+
 from assets.converters import CONVERTERS, get_converter
 from assets.converters.interface import ConverterOptions, OptionError, known_options, resolve_options
 from model.settings import AcaeFitSettings
@@ -96,7 +98,7 @@ class BenchmarkSettings:
 class PipelineConfig:
     path: Path
     datasets: dict[str, DatasetConfig]
-    store_root: Path
+    store_root: Location  # a local folder or an object-store URL (assets.locations)
     image_size: int
     demo_size: str
     demo_seed: int
@@ -108,39 +110,39 @@ class PipelineConfig:
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
     @property
-    def models_root(self) -> Path:
+    def models_root(self) -> Location:
         return self.store_root.parent / "models"
 
     @property
-    def logs_root(self) -> Path:
+    def logs_root(self) -> Location:
         """One text file of Dagster's event log per run (the instance keeps them too)."""
         return self.store_root.parent / "logs"
 
     @property
-    def benchmark_history_path(self) -> Path:
+    def benchmark_history_path(self) -> Location:
         """The append-only benchmark history: a folder of Parquet files, one per benchmark run."""
         return self.store_root.parent / "benchmarks" / "history"
 
-    def benchmark_latest_path(self, name: str) -> Path:
+    def benchmark_latest_path(self, name: str) -> Location:
         """The latest scores (and mean-pose baseline) of benchmark ``name``, as JSON."""
         return self.benchmark_history_path.parent / "latest" / f"{name}.json"
 
-    def dataset_store_path(self, name: str) -> Path:
+    def dataset_store_path(self, name: str) -> Location:
         """The dataset's store location: published versions and their pointer (assets.versions)."""
         return self.store_root / "dataset" / name
 
-    def pseudo_gt_store_path(self, name: str) -> Path:
+    def pseudo_gt_store_path(self, name: str) -> Location:
         return self.store_root / "pseudo_gt" / name
 
     @property
-    def all_skeleton_pseudo_gt_path(self) -> Path:
+    def all_skeleton_pseudo_gt_path(self) -> Location:
         return self.store_root / "all_skeleton_pseudo_gt"
 
     @property
     def multiview_datasets(self) -> list[str]:
         return sorted(name for name, entry in self.datasets.items() if entry.multiview_2d)
 
-    def training_store_path(self, name: str) -> Path:
+    def training_store_path(self, name: str) -> Location:
         """The store training reads: the pseudo-GT store for multi-view 2D datasets."""
         return self.pseudo_gt_store_path(name) if self.datasets[name].multiview_2d else self.dataset_store_path(name)
 
@@ -224,6 +226,27 @@ def _integer(minimum: int, even: bool = False):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (even and value % 2):
             raise _Invalid(f"must be {expected}, got {value!r}")
         return value
+    return check
+
+
+def _artifact_root(base: Path):
+    """A local folder (as ``_path``) or an object-store URL with a prefix under its bucket."""
+    local = _path(base)
+
+    def check(value) -> Location:
+        text = _text(value)
+        if not is_url(text):
+            return local(text)
+        scheme, _, rest = text.partition("://")
+        bucket, _, prefix = rest.strip("/").partition("/")
+        if not bucket or not prefix:
+            raise _Invalid(f"is {value!r}; an object-store root needs a prefix under its bucket "
+                           f"(e.g. {scheme}://{bucket or 'bucket'}/dozens/stores): models and benchmarks go beside it")
+        try:
+            return location(text)
+        except (ImportError, ValueError) as exc:
+            raise _Invalid(f"is {value!r}, which fsspec cannot open ({type(exc).__name__}: {exc}); for s3:// "
+                           "install s3fs (a dependency of dozens), for other stores their fsspec package") from None
     return check
 
 
@@ -408,7 +431,7 @@ def _parse(raw, path: Path) -> PipelineConfig:
     read_path = _path(path.parent)
     top = _section({
         "demo": _section({"size": _choice(DEMO_SIZES, "demo sizes"), "seed": _integer(0)}),
-        "store": _section({"root": read_path, "image_size": _integer(1), "workers": _integer(0)},
+        "store": _section({"root": _artifact_root(path.parent), "image_size": _integer(1), "workers": _integer(0)},
                           ("root", "image_size")),
         "pseudo_gt": _section({**_PSEUDO_GT_RULES, "datasets": _by_dataset(_section(_PSEUDO_GT_RULES))}),
         "datasets": _by_dataset(_dataset_entry(read_path)),

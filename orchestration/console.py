@@ -5,10 +5,13 @@ the UI shows it, and to a log file per run (``write_run_log``); the terminal get
 messages on one line that is rewritten in place (on a terminal) or printed every few seconds (in a log).
 """
 
+import io
 import os
 import sys
 import time
-from pathlib import Path
+
+from assets.atomic_files import write_bytes_atomically
+from assets.locations import Location
 
 _PRINT_EVERY_SECONDS = 10.0  # when the output is not a terminal: one progress line per step every so often
 
@@ -59,23 +62,22 @@ def step_progress(context):
     return report
 
 
-def write_run_log(instance, run_id: str, path: Path) -> Path:
+def write_run_log(instance, run_id: str, path) -> Location:
     """The run's Dagster event log as text (the instance keeps it too, for the UI)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as out:
-        for entry in instance.all_logs(run_id):
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
-            event = entry.dagster_event
-            kind = event.event_type_value if event else "LOG"
-            message = (event.message if event is not None and event.message else None) or entry.user_message
-            out.write(f"{stamp} {entry.level if isinstance(entry.level, str) else _level_name(entry.level):<7} "
-                      f"{entry.step_key or '-'} {kind}: {message}\n")
-            if entry.dagster_event and entry.dagster_event.event_type_value == "STEP_FAILURE":
-                error = entry.dagster_event.step_failure_data.error
-                while error is not None:
-                    out.write("".join(error.stack) + error.message + "\n")
-                    error = error.cause
-    return path
+    out = io.StringIO()
+    for entry in instance.all_logs(run_id):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
+        event = entry.dagster_event
+        kind = event.event_type_value if event else "LOG"
+        message = (event.message if event is not None and event.message else None) or entry.user_message
+        out.write(f"{stamp} {entry.level if isinstance(entry.level, str) else _level_name(entry.level):<7} "
+                  f"{entry.step_key or '-'} {kind}: {message}\n")
+        if entry.dagster_event and entry.dagster_event.event_type_value == "STEP_FAILURE":
+            error = entry.dagster_event.step_failure_data.error
+            while error is not None:
+                out.write("".join(error.stack) + error.message + "\n")
+                error = error.cause
+    return write_bytes_atomically(path, out.getvalue().encode())
 
 
 def _level_name(level: int) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from assets.converters import get_converter
 from assets.converters.common import convert
+from assets.locations import local_copy, tree_size
 from assets.preview import preview_png
 from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
@@ -19,12 +20,13 @@ from orchestration.metadata import png_markdown
 from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
 from orchestration.automation import STALE_CONDITION
 
-def store_metadata(store, seconds: float) -> dict:
+def store_metadata(store, seconds: float, published) -> dict:
+    """``store`` opened where it is read fastest (assets.locations.local_copy); ``published``: where it lives."""
     pose3d = store.load("pose3d")
     valid = store.load("joint_valid")
     counts = store.attrs["counts"]
     split_table = "| split | examples |\n|---|---|\n" + "\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS)
-    size_bytes = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file())
+    size_bytes = tree_size(store.path)
     return {
         "examples": dg.MetadataValue.int(len(store)),
         "examples_per_split": dg.MetadataValue.md(split_table),
@@ -32,7 +34,7 @@ def store_metadata(store, seconds: float) -> dict:
         "joints": dg.MetadataValue.int(store.skeleton.num_joints),
         "pose3d_nan_rate": dg.MetadataValue.float(float(np.isnan(pose3d).any(axis=-1).mean())),
         "joint_invalid_rate_2d": dg.MetadataValue.float(float(1 - valid.mean())),
-        "store_path": dg.MetadataValue.path(str(store.path)),
+        "store_path": dg.MetadataValue.path(str(published)),
         "store_megabytes": dg.MetadataValue.float(round(size_bytes / 2**20, 2)),
         "conversion_seconds": dg.MetadataValue.float(round(seconds, 2)),
         "raw_fingerprint": dg.MetadataValue.text(store.attrs["raw_fingerprint"]),
@@ -61,9 +63,9 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
                          dataset_name=entry.name, image_size=config.image_size, progress=step_progress(context),
                          options=entry.options, data_version=version, workers=config.conversion_workers,
                          hash_cache=hash_cache(config), gate=blocking_checks_gate(context, "dataset", checks))
-        store = open_store(result.path)
+        store = open_store(local_copy(result.path))
         return dg.MaterializeResult(
-            metadata=store_metadata(store, result.seconds),
+            metadata=store_metadata(store, result.seconds, result.path),
             data_version=dg.DataVersion(version),
             check_results=checks,
         )

@@ -13,6 +13,7 @@ import numpy as np
 
 from assets.artifacts import read_zarr_group, write_zarr_group
 from assets.atomic_files import write_atomically
+from assets.versions import local_published
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
 from orchestration.freshness import expected_signature
@@ -23,12 +24,16 @@ from orchestration.automation import STALE_CONDITION
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
 
-def training_sources(config: PipelineConfig) -> list:
+def training_sources(config: PipelineConfig, progress=None) -> list:
+    """The batch composition's datasets, each with a store path the loader reads examples from at random
+    (stores on an object store are copied to the local cache first: assets.locations)."""
     from model.data import Source
 
     settings = config.training
-    return ([Source(name, config.training_store_path(name), count, "3d") for name, count in settings.batch_3d.items()]
-            + [Source(name, config.training_store_path(name), count, "2d") for name, count in settings.batch_2d.items()])
+    parts = [(name, count, "3d") for name, count in settings.batch_3d.items()]
+    parts += [(name, count, "2d") for name, count in settings.batch_2d.items()]
+    return [Source(name, local_published(config.training_store_path(name), progress), count, part)
+            for name, count, part in parts]
 
 
 def training_metadata(result, config) -> dict:
@@ -78,7 +83,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.pool import build_training_pool
 
         version = expected_signature(config, context.instance, "training_pool")
-        pool = build_training_pool(training_sources(config))
+        pool = build_training_pool(training_sources(config, step_progress(context)))
         write_atomically(pool_path, pool.write_parquet)
         counts = pool.group_by(["dataset", "part", "split"]).len().sort(["dataset", "split"])
         table = "| dataset | part | split | examples |\n|---|---|---|---|\n" + "\n".join(
@@ -96,7 +101,8 @@ def build_model_assets(config: PipelineConfig) -> list:
 
         run = run_config(settings.initial)
         version = expected_signature(config, context.instance, "initial_model")
-        result = train(run, training_sources(config), models / "initial", progress=step_progress(context),
+        result = train(run, training_sources(config, step_progress(context)), models / "initial",
+                       progress=step_progress(context),
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
@@ -110,7 +116,8 @@ def build_model_assets(config: PipelineConfig) -> list:
 
         version = expected_signature(config, context.instance, "all_skeleton_pseudo_gt")
         estimator = PoseEstimator.load(models / "initial" / "model.pt")
-        stores = [config.training_store_path(name) for name in settings.batch_3d]
+        stores = [local_published(config.training_store_path(name), step_progress(context))
+                  for name in settings.batch_3d]
         labels = predict_all_skeletons(estimator, stores, examples_per_store=config.acae.pseudo_gt_examples_per_dataset,
                                        progress=step_progress(context))
         write_zarr_group(all_skeleton_path, {"poses": labels["poses"], "dataset": labels["dataset"],
@@ -164,7 +171,8 @@ def build_model_assets(config: PipelineConfig) -> list:
 
         run = run_config(settings.final)
         version = expected_signature(config, context.instance, "final_model")
-        result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),
+        result = train(run, training_sources(config, step_progress(context)), models / "final",
+                       acae=ACAE.load(acae_path),
                        init_from=models / "initial" / "model.pt", progress=step_progress(context),
                        data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))

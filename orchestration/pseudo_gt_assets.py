@@ -10,7 +10,9 @@ import dagster as dg
 
 from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
 from assets.preview import preview_png
+from assets.locations import local_copy
 from assets.store import open_store
+from assets.versions import local_published
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
@@ -20,7 +22,7 @@ from orchestration.asset_graph import asset_code_version, asset_deps, partitions
 from orchestration.automation import STALE_CONDITION
 
 
-def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
+def pseudo_gt_metadata(stats: dict, store, seconds: float, published) -> dict:
     histogram = stats["inlier_view_histogram"]
     view_table = "| inlier views | joints |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in histogram.items())
     bone_table = "| bone | robust CV (MAD/median) |\n|---|---|\n" + "\n".join(
@@ -35,7 +37,7 @@ def pseudo_gt_metadata(stats: dict, store, seconds: float) -> dict:
         "bone_length_stability": dg.MetadataValue.md(bone_table),
         "bone_length_robust_cv_median": dg.MetadataValue.float(stats["bone_length_robust_cv_median"]),
         "bone_length_far_off_fraction": dg.MetadataValue.float(stats["bone_length_far_off_fraction"]),
-        "store_path": dg.MetadataValue.path(str(store.path)),
+        "store_path": dg.MetadataValue.path(str(published)),
         "seconds": dg.MetadataValue.float(round(seconds, 2)),
         "preview": png_markdown(preview_png(store), "preview"),
     }
@@ -62,15 +64,15 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         settings = config.datasets[name].pseudo_gt
         started = time.perf_counter()
         version = expected_signature(config, context.instance, "pseudo_gt", name)
-        source = open_store(config.dataset_store_path(name))
+        source = open_store(local_published(config.dataset_store_path(name), step_progress(context)))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
                                    min_views=settings.min_views, progress=step_progress(context))
         checks = []
         path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=step_progress(context),
                                      data_version=version, gate=blocking_checks_gate(context, "pseudo_gt", checks))
-        store = open_store(path)
+        store = open_store(local_copy(path))
         return dg.MaterializeResult(
-            metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started),
+            metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started, path),
             data_version=dg.DataVersion(version),
             check_results=checks,
         )

@@ -37,3 +37,24 @@ def raw(pristine, tmp_path):
     from pathlib import Path
 
     return Path(shutil.copytree(pristine, tmp_path / "raw"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """An S3 API on 127.0.0.1 (moto), found through the AWS environment variables; see tests/object_store.py."""
+    from object_store import loopback_s3
+
+    with loopback_s3(tmp_path_factory.mktemp("object_cache")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["local", "s3"])
+def artifact_root(request, tmp_path):
+    """Where a test's artifacts go: a local folder, then a fresh prefix on the loopback S3."""
+    if request.param == "local":
+        return tmp_path
+    from assets.locations import location
+    from object_store import fresh_prefix
+
+    request.getfixturevalue("s3_endpoint")
+    return location(fresh_prefix(request.node.name.split("[")[0][:40]))

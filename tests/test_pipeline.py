@@ -7,13 +7,15 @@ import shutil
 import dagster as dg
 import numpy as np
 import pytest
+import yaml
 
 from assets.file_hashes import FileHashCache
-from assets.versions import published_data_version
+from assets.versions import collect_garbage, published_data_version
 from evaluation.benchmark import read_history
 from orchestration.cli import print_benchmark_table
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
+from object_store import fresh_prefix
 from pipeline_config import DEMO_DATASETS, TINY_ACAE, TINY_TRAINING, deliver_h36m_in_metres, write_config
 
 DOWNSTREAM_OF_ANY_TRAINING_SET = ["training_pool", "initial_model", "all_skeleton_pseudo_gt", "acae", "final_model",
@@ -55,6 +57,29 @@ def test_the_printed_benchmark_table_has_the_mean_pose_floor(pipeline, capsys):
         baseline = json.loads(config.benchmark_latest_path(row[0]).read_text())["baseline"]
         assert float(row[2]) == pytest.approx(baseline["mpjpe_mm"], abs=0.05)
         assert float(row[3]) == pytest.approx(baseline["pa_mpjpe_mm"], abs=0.05)
+
+
+def test_the_pipeline_runs_on_an_object_store_and_scores_as_it_does_locally(pipeline, s3_endpoint, tmp_path):
+    local_config, _, raw, _ = pipeline  # before the tests below change the raw folders
+    path = write_config(tmp_path, raw, list(DEMO_DATASETS), training=TINY_TRAINING,
+                        benchmark=["demo_h36m", "demo_smpl"], acae=TINY_ACAE)
+    settings = yaml.safe_load(path.read_text())
+    settings["store"]["root"] = f"{fresh_prefix('pipeline')}/stores"
+    path.write_text(yaml.safe_dump(settings))
+    config = load_config(path)
+    with dg.instance_for_test() as instance:
+        first = run_pipeline(config, instance, report=lambda _: None)
+        assert _labels(first, "failed") == [], [o.error for o in first if o.error]
+        assert len(_labels(first, "ran")) == len(DEMO_DATASETS) + 1 + len(DOWNSTREAM_OF_ANY_TRAINING_SET)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written locally
+        assert _labels(run_pipeline(config, instance, report=lambda _: None), "ran") == []
+    for name in ("demo_h36m", "demo_smpl"):
+        remote = json.loads(config.benchmark_latest_path(name).read_text())
+        local = json.loads(local_config.benchmark_latest_path(name).read_text())
+        for model in ("initial", "final"):
+            for metric, value in local[model].items():
+                assert remote[model][metric] == pytest.approx(value, rel=1e-4, abs=1e-3), (name, model, metric)
+    assert collect_garbage(config.store_root, dry_run=True) == []
 
 
 def test_the_autoencoder_report_compares_with_its_references(pipeline):

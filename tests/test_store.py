@@ -11,6 +11,7 @@ import pytest
 
 import zarr
 
+from assets.atomic_files import write_bytes_atomically
 from assets.file_hashes import fingerprint_paths
 from assets.store import (StoreCorruptionError, StoreSchemaError, StoreWriter, missing_chunk_files,
                           open_store, write_store)
@@ -131,9 +132,9 @@ def test_failure_while_creating_the_writer_leaves_nothing(tmp_path, monkeypatch)
     assert files_under(tmp_path) == []
 
 
-def test_write_killed_half_way_leaves_the_old_store_readable(tmp_path):
+def test_write_killed_half_way_leaves_the_old_store_readable(artifact_root):
     arrays, attrs = make_arrays()
-    location = tmp_path / "toy"
+    location = artifact_root / "toy"
     first = write_store(location, arrays, attrs)
     script = textwrap.dedent(f"""
         import sys, time, numpy as np
@@ -176,15 +177,16 @@ def test_versions_of_live_writers_and_other_hosts_are_kept(tmp_path):
     assert not (location / "dead.zarr").exists()
 
 
-def test_publishing_keeps_current_and_previous_and_gc_removes_the_rest(tmp_path):
-    location = tmp_path / "toy"
+def test_publishing_keeps_current_and_previous_and_gc_removes_the_rest(artifact_root):
+    location = artifact_root / "toy"
     versions = [write_store(location, *make_arrays(seed=s)) for s in range(3)]
     assert sorted(p.name for p in location.iterdir()) == sorted([versions[1].name, versions[2].name, POINTER])
-    stray = location / "stray.zarr"
-    stray.mkdir()
-    assert collect_garbage(tmp_path, dry_run=True) == [stray] and stray.exists()
-    assert collect_garbage(tmp_path) == [stray] and not stray.exists()
+    stray = location / "stray.zarr"  # e.g. a version whose writer died on another machine, long ago
+    write_bytes_atomically(stray / "zarr.json", b"{}")
+    assert [str(p) for p in collect_garbage(artifact_root, dry_run=True)] == [str(stray)] and stray.exists()
+    assert [str(p) for p in collect_garbage(artifact_root)] == [str(stray)] and not stray.exists()
     np.testing.assert_array_equal(open_store(location).load("frame"), make_arrays(seed=2)[0]["frame"])
+    assert open_store(versions[1]).attrs["num_examples"] == 12  # the previous version stays readable
 
 
 def test_a_garbage_pointer_is_a_clear_error(tmp_path):

@@ -337,7 +337,7 @@ def convert(
         counts = dict(writer.attrs["counts"])
     seconds = time.perf_counter() - started
     report(f"{attrs['dataset']}: wrote {path} in {seconds:.1f} s ({counts})")
-    return ConversionResult(path=Path(path), num_examples=total, counts=counts, seconds=seconds,
+    return ConversionResult(path=path, num_examples=total, counts=counts, seconds=seconds,
                             raw_fingerprint=fingerprint, attrs=attrs)
 
 
