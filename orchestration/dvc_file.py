@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestration.config import load_config
+from assets.locations import is_remote
+from orchestration.config import ConfigError, load_config
 from orchestration.stages import BENCHMARKS, DATASETS, MULTIVIEW, STAGES, code_files, converter_file, partitions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,10 @@ _LOOPS = {DATASETS: ("${datasets}", "${key}"), MULTIVIEW: ("${pseudo_gt.datasets
 
 
 def dvc_stages(config) -> dict:
+    if is_remote(config.store_root):
+        raise ConfigError(f"store.root is {config.store_root}: dvc.yaml tracks artifacts in the project's folder, so "
+                          "it is written from a config with a local store.root (Dagster alone runs the pipeline "
+                          "on an object store: `dozens demo`)")
     base = config.path.parent
 
     def relative(path) -> str:

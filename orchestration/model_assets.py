@@ -21,6 +21,9 @@ from orchestration.metadata import png_markdown
 from orchestration.asset_graph import asset_code_version, asset_deps
 from orchestration.automation import STALE_CONDITION
 
+# Dagster concurrency pool of the training steps: a deployment's instance limits how many run at once
+# (configs/deployment/dagster.yaml)
+TRAINING_POOL = "training"
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
 
@@ -94,7 +97,7 @@ def build_model_assets(config: PipelineConfig) -> list:
             data_version=dg.DataVersion(version))
 
     @dg.asset(deps=asset_deps(config, "initial_model"), code_version=asset_code_version(config, "initial_model"),
-              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"}, pool=TRAINING_POOL,
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.training import train
@@ -162,7 +165,7 @@ def build_model_assets(config: PipelineConfig) -> list:
             data_version=dg.DataVersion(version))
 
     @dg.asset(deps=asset_deps(config, "final_model"), code_version=asset_code_version(config, "final_model"),
-              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
+              automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"}, pool=TRAINING_POOL,
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
