@@ -162,6 +162,30 @@ def test_write_killed_half_way_leaves_the_old_store_readable(artifact_root):
     assert sorted(p.name for p in location.iterdir()) == sorted([first.name, second.name, POINTER])
 
 
+def test_an_upload_cut_short_leaves_the_previous_version_current_on_an_object_store(s3_endpoint, monkeypatch):
+    from assets import versions
+    from assets.locations import cache_root, location
+    from object_store import fresh_prefix
+
+    store = location(fresh_prefix("upload")) / "toy"
+    first = write_store(store, *make_arrays(seed=1))
+
+    def upload_half_then_fail(local, target):
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        for file in files[:len(files) // 2]:
+            target.fs.put_file(str(file), f"{target.path}/{file.relative_to(local).as_posix()}")
+        raise ConnectionError("connection reset during the upload")
+
+    monkeypatch.setattr(versions, "upload", upload_half_then_fail)
+    with pytest.raises(ConnectionError):
+        write_store(store, *make_arrays(seed=2))
+    assert resolve(store) == first
+    np.testing.assert_array_equal(open_store(store).load("frame"), make_arrays(seed=1)[0]["frame"])
+    # the half-uploaded version and its local staging folder are gone; only the current version remains
+    assert sorted(p.name for p in store.iterdir()) == sorted([first.name, POINTER])
+    assert not list((cache_root() / "staging").rglob("*.zarr"))
+
+
 def test_versions_of_live_writers_and_other_hosts_are_kept(tmp_path):
     arrays, attrs = make_arrays()
     location = tmp_path / "toy"
