@@ -17,15 +17,21 @@ Object-store credentials and endpoints come from the usual environment (``AWS_AC
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for S3-compatible stores, ...).
 """
 
+from __future__ import annotations
+
 import io
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
-from upath import UPath
+if TYPE_CHECKING:
+    from upath import UPath
 
-Location = Path | UPath
+# fsspec and upath are imported only where a URL is used: every process that loads the definitions
+# would otherwise pay for them
+Location = Union[Path, "UPath"]
 CACHE_ENV = "DOZENS_CACHE"
 _LOCAL_PROTOCOLS = ("", "file", "local")
 # listings are not cached: another process (a Dagster run, another machine) may publish at any time
@@ -34,20 +40,20 @@ _STORAGE_OPTIONS = {"use_listings_cache": False}
 
 def location(value) -> Location:
     """The location ``value`` names: a local ``Path``, or a ``UPath`` for a URL such as ``s3://bucket/x``."""
-    if isinstance(value, UPath):
-        return Path(value.path) if value.protocol in _LOCAL_PROTOCOLS else value
-    if isinstance(value, Path):
+    if isinstance(value, Path):  # a local UPath is a Path too
         return value
+    if hasattr(value, "protocol") and hasattr(value, "fs"):  # a remote UPath
+        return Path(value.path) if value.protocol in _LOCAL_PROTOCOLS else value
     text = os.fspath(value)
-    if "://" not in text:
-        return Path(text)
-    if text.startswith("file://"):
-        return Path(text[len("file://"):])
+    if not is_url(text):
+        return Path(text.removeprefix("file://"))
+    from upath import UPath
+
     return UPath(text, **_STORAGE_OPTIONS)
 
 
 def is_remote(value) -> bool:
-    return isinstance(location(value), UPath)
+    return not isinstance(location(value), Path)
 
 
 def is_url(text: str) -> bool:
