@@ -124,13 +124,14 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "dozens"
 
 
-def _cached_path(where: UPath, kind: str) -> Path:
+def cached_path(where: UPath, kind: str) -> Path:
+    """Where the local cache keeps ``kind`` ("objects": copies, "staging": versions being built) of ``where``."""
     return cache_root() / kind / where.protocol / where.path.strip("/")
 
 
 def staging_path(version: UPath) -> Path:
     """The local folder where a version for an object store is built before it is uploaded."""
-    return _cached_path(version, "staging")
+    return cached_path(version, "staging")
 
 
 def upload(local: Path, target: UPath) -> None:
@@ -143,7 +144,7 @@ def upload(local: Path, target: UPath) -> None:
 
 def keep_as_local_copy(local: Path, version: UPath) -> None:
     """Make an uploaded version's local staging folder the cache's copy of it (``local_copy``)."""
-    cached = _cached_path(version, "objects")
+    cached = cached_path(version, "objects")
     if cached.exists():
         remove(local)
         return
@@ -157,7 +158,7 @@ def local_copy(version, progress=None) -> Path:
     where = location(version)
     if isinstance(where, Path):
         return where
-    cached = _cached_path(where, "objects")
+    cached = cached_path(where, "objects")
     if cached.exists():
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)

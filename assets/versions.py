@@ -21,12 +21,15 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+
 from assets.atomic_files import process_exists, write_bytes_atomically
-from assets.locations import (Location, is_remote, keep_as_local_copy, local_copy, location as as_location, remove,
-                              staging_path, upload)
+from assets.locations import (Location, cached_path, is_remote, keep_as_local_copy, local_copy, location as as_location,
+                              remove, staging_path, upload)
 
 POINTER = "current.json"
 WRITING_MARK = ".writing"
+_VERSION_SUFFIX = ".zarr"
 
 
 class NotPublishedError(FileNotFoundError):
@@ -106,7 +109,8 @@ class VersionWriter:
     whole by ``publish()`` before the pointer is written, and then kept as the local cache's copy of it.
     """
 
-    def __init__(self, location, data_version: str | None = None, suffix: str = ".zarr", *, resume: bool = False):
+    def __init__(self, location, data_version: str | None = None, suffix: str = _VERSION_SUFFIX, *,
+                 resume: bool = False):
         self.location = as_location(location)
         self.data_version = data_version
         self.location.mkdir(parents=True, exist_ok=True)
@@ -210,6 +214,25 @@ def collect_garbage(root, *, dry_run: bool = False) -> list[Location]:
     if not dry_run:
         for path in found:
             remove(path)
+    return found
+
+
+def stale_local_copies(root, *, dry_run: bool = False) -> list[Path]:
+    """Local cache copies (assets.locations.local_copy) of versions under the object-store ``root`` that are
+    no longer current or previous at their location; removed unless ``dry_run``."""
+    root = as_location(root)
+    if not is_remote(root):
+        return []
+    cached_root = cached_path(root, "objects")
+    found = []
+    for copy in sorted(cached_root.rglob(f"*{_VERSION_SUFFIX}")) if cached_root.is_dir() else []:
+        remote_location = root / copy.parent.relative_to(cached_root).as_posix()
+        current = read_pointer_or_none(remote_location)
+        if current is None or copy.name not in (current.version, current.previous):
+            found.append(copy)
+    if not dry_run:
+        for copy in found:
+            remove(copy)
     return found
 
 

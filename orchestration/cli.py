@@ -370,13 +370,19 @@ def diagnose_datasets(config) -> int:
 
 
 def collect_garbage_command(config, *, dry_run: bool) -> int:
-    from assets.versions import collect_garbage
+    from assets.versions import collect_garbage, stale_local_copies
 
     # only where versions are published: a walk through the raw datasets would take long on real data
     found = collect_garbage(config.store_root, dry_run=dry_run)
     for path in found:
         print(("would remove " if dry_run else "removed ") + str(path))
     print(f"{len(found)} unreferenced version(s) {'found' if dry_run else 'removed'} under {config.store_root}")
+    copies = stale_local_copies(config.store_root, dry_run=dry_run)
+    for path in copies:
+        print(("would remove " if dry_run else "removed ") + f"local copy {path}")
+    if copies:
+        print(f"{len(copies)} local cop{'y' if len(copies) == 1 else 'ies'} of versions no longer current "
+              f"{'found' if dry_run else 'removed'}")
     return 0
 
 

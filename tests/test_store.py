@@ -15,8 +15,9 @@ from assets.atomic_files import write_bytes_atomically
 from assets.file_hashes import fingerprint_paths
 from assets.store import (StoreCorruptionError, StoreSchemaError, StoreWriter, missing_chunk_files,
                           open_store, write_store)
+from assets.locations import is_remote
 from assets.versions import (POINTER, WRITING_MARK, PointerError, collect_garbage, garbage, published_data_version,
-                             resolve)
+                             resolve, stale_local_copies)
 
 
 def make_arrays(n=12, joints=17, size=16, seed=0):
@@ -211,6 +212,11 @@ def test_publishing_keeps_current_and_previous_and_gc_removes_the_rest(artifact_
     assert [str(p) for p in collect_garbage(artifact_root)] == [str(stray)] and not stray.exists()
     np.testing.assert_array_equal(open_store(location).load("frame"), make_arrays(seed=2)[0]["frame"])
     assert open_store(versions[1]).attrs["num_examples"] == 12  # the previous version stays readable
+    if is_remote(artifact_root):  # each machine's local copies of versions no longer current go too
+        stale = stale_local_copies(artifact_root, dry_run=True)
+        assert [p.name for p in stale] == [versions[0].name] and stale[0].is_dir()
+        assert stale_local_copies(artifact_root) == stale and not stale[0].exists()
+        assert stale_local_copies(artifact_root) == []
 
 
 def test_a_garbage_pointer_is_a_clear_error(tmp_path):
