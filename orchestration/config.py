@@ -77,6 +77,7 @@ class TrainingSettings:
     workers: int = 2
     image_cache_mb: int = 512  # decoded crops kept in memory per loader process
     checkpoint_every: int = 100
+    nproc: int = 1  # training processes (torch.distributed): one per GPU, or gloo processes sharing the CPU
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ _TRAINING_RULES = {
     "batch_3d": _by_dataset(_integer(1)), "batch_2d": _by_dataset(_integer(1)),
     "initial": _settings(RunSettings, _RUN_RULES), "final": _settings(RunSettings, _RUN_RULES),
     "backbone": _text, "image_size": _optional(_integer(1)), "stride": _integer(1), "workers": _integer(0),
-    "image_cache_mb": _integer(0), "checkpoint_every": _integer(1),
+    "image_cache_mb": _integer(0), "checkpoint_every": _integer(1), "nproc": _integer(1),
 }
 _ACAE_FIT_RULES = {
     # the fit is chiral: sided latents split evenly into left and right
@@ -451,6 +452,13 @@ def _check_training(training: TrainingSettings, datasets: dict, store_image_size
         _only_configured(getattr(training, part), datasets, ("training", part))
     if not training.batch_3d:
         raise _Invalid("lists no dataset with 3D labels", ("training", "batch_3d"))
+    # each training process takes an equal part of every dataset's share; failing here, not in the training run
+    for part in ("batch_3d", "batch_2d"):
+        for name, count in getattr(training, part).items():
+            if count % training.nproc:
+                raise _Invalid(f"is {count}, not divisible by training.nproc ({training.nproc}): each training "
+                               "process takes an equal part of every dataset's share of the batch; use a multiple "
+                               f"of {training.nproc}", ("training", part, name))
     # the network needs this (model.network.MetrabsConfig); failing here saves converting every dataset first
     size, size_key = ((training.image_size, "training.image_size") if training.image_size
                       else (store_image_size, "store.image_size"))

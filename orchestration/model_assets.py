@@ -92,12 +92,12 @@ def build_model_assets(config: PipelineConfig) -> list:
               automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"},
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from model.training import train
+        from model.distributed import launch_training
 
         run = run_config(settings.initial)
         version = expected_signature(config, context.instance, "initial_model")
-        result = train(run, training_sources(config), models / "initial", progress=step_progress(context),
-                       data_fingerprint=version)
+        result = launch_training(run, training_sources(config), models / "initial", nproc=settings.nproc,
+                                 progress=step_progress(context), data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     @dg.asset(deps=asset_deps(config, "all_skeleton_pseudo_gt"), code_version=asset_code_version(config, "all_skeleton_pseudo_gt"),
@@ -160,13 +160,13 @@ def build_model_assets(config: PipelineConfig) -> list:
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.acae import ACAE
-        from model.training import train
+        from model.distributed import launch_training
 
         run = run_config(settings.final)
         version = expected_signature(config, context.instance, "final_model")
-        result = train(run, training_sources(config), models / "final", acae=ACAE.load(acae_path),
-                       init_from=models / "initial" / "model.pt", progress=step_progress(context),
-                       data_fingerprint=version)
+        result = launch_training(run, training_sources(config), models / "final", nproc=settings.nproc,
+                                 acae=ACAE.load(acae_path), init_from=models / "initial" / "model.pt",
+                                 progress=step_progress(context), data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     return [training_pool, initial_model, all_skeleton_pseudo_gt, acae, final_model]
