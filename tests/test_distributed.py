@@ -33,10 +33,11 @@ from pipeline_config import TINY_TRAINING, write_config
 from test_training import TINY, sources  # noqa: F401  (sources: the module-scoped fixture of tiny stores)
 
 SKELETONS = ["h36m_17", "smpl_24", "lsp_14"]  # the fixture's stores, in batch order
+ON_CPU = {**TINY, "device": "cpu"}  # gloo, also where there are GPUs
 # BatchNorm frozen (its batch statistics would be each process's own) and crops as stored; consistency
 # mode, so that the autoencoder term's normalisation over the global batch is covered too
-COMPARABLE = TrainingConfig(**{**TINY, "mode": "consistency", "bn_inference_steps": TINY["steps"], "augment": False,
-                               "learning_rate": 1e-2})
+COMPARABLE = TrainingConfig(**{**ON_CPU, "mode": "consistency", "bn_inference_steps": TINY["steps"],
+                               "augment": False, "learning_rate": 1e-2})
 LOSS_TOLERANCE = 1e-4
 TENSOR_TOLERANCE = 2e-3
 
@@ -157,7 +158,7 @@ class _UnreadableInProcess1:
 def test_an_exception_in_one_process_fails_the_run_with_that_process_message(sources, one_process,  # noqa: F811
                                                                               tmp_path):
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    config = TrainingConfig(**TINY)
+    config = TrainingConfig(**ON_CPU)
     with pytest.raises(DistributedTrainingError, match=r"training process 1 of 2 failed: PermissionError: "
                                                        r"process 1 may not read .*model\.pt") as failed:
         launch_training(config, sources, tmp_path / "run", nproc=2,
@@ -172,7 +173,7 @@ def test_a_share_not_divisible_by_nproc_is_refused_before_anything_starts(source
     odd = [*sources[:1], Source("demo_smpl", sources[1].store_path, 3, "3d"), *sources[2:]]
     with pytest.raises(ValueError, match=r"source 'demo_smpl': its share of each batch, 3 examples .* "
                                          r"not divisible by nproc=2"):
-        launch_training(TrainingConfig(**TINY), odd, tmp_path / "run", nproc=2)
+        launch_training(TrainingConfig(**ON_CPU), odd, tmp_path / "run", nproc=2)
     assert not (tmp_path / "run").exists()
 
 
