@@ -17,6 +17,10 @@ example), and which examples a step draws is a pure function of (seed, dataset, 
 on worker processes or on earlier steps, so any number of workers gives the same batches, and a run
 resumed at ``start_step=k`` sees exactly the batches from step k of an uninterrupted run.
 
+Several training processes (``rank`` of ``nproc``, docs/distributed_training.md) draw the same global
+batch; each renders only its own block of slots of every dataset's share (``rank_slots``), so the global
+batch and every example's augmentation are the same for any number of processes.
+
 Processes: a store's labels (small arrays) are read when the dataset is built and travel with it; its
 image array is opened lazily by the process that reads it, so DataLoader workers, forked or spawned,
 each open their own handle and no open store is ever pickled.
@@ -279,6 +283,26 @@ class Source:
             raise ValueError(f"source {self.name!r}: split must be one of {SPLITS}, got {self.split!r}")
 
 
+def rank_slots(count: int, rank: int, nproc: int) -> range:
+    """The slots of a dataset's share of ``count`` examples per batch that process ``rank`` of ``nproc``
+    renders: a contiguous block, the same size for every process."""
+    share = count // nproc
+    return range(rank * share, (rank + 1) * share)
+
+
+def check_batch_shares(sources: Sequence[Source], nproc: int) -> None:
+    """Every process takes an equal part of each dataset's share of the batch: a share must divide evenly."""
+    if isinstance(nproc, bool) or not isinstance(nproc, (int, np.integer)) or nproc < 1:
+        raise ValueError(f"nproc: expected an integer >= 1 (training processes), got {nproc!r}")
+    for source in sources:
+        if source.count_per_batch % nproc:
+            raise ValueError(
+                f"source {source.name!r}: its share of each batch, {source.count_per_batch} examples "
+                f"(count_per_batch), is not divisible by nproc={nproc}; every training process takes an equal "
+                f"part of each dataset's share, so make it a multiple of {nproc}"
+            )
+
+
 def _stream_code(name: str) -> int:
     """A stable number for a source name (Python's own hash of strings changes from run to run)."""
     return zlib.crc32(name.encode())
@@ -306,10 +330,12 @@ class _ExampleStream:
 
 
 class _StepSampler(Sampler):
-    """Yields, per step, the keys (source number, position, step, slot) of the whole batch, 3D part first."""
+    """Yields, per step, the keys (source number, position, step, slot) of this process's slots of the
+    batch (all of it for a single process), 3D part first."""
 
-    def __init__(self, streams: list[_ExampleStream], counts: list[int], start_step: int, steps: int):
-        self.streams, self.counts = streams, counts
+    def __init__(self, streams: list[_ExampleStream], counts: list[int], start_step: int, steps: int,
+                 slots: list[range]):
+        self.streams, self.counts, self.slots = streams, counts, slots
         self.start_step, self.steps = start_step, steps
 
     def __len__(self) -> int:
@@ -318,9 +344,10 @@ class _StepSampler(Sampler):
     def __iter__(self):
         for step in range(self.start_step, self.steps):
             keys = []
-            for number, (stream, count) in enumerate(zip(self.streams, self.counts)):
+            for number, (stream, count, slots) in enumerate(zip(self.streams, self.counts, self.slots)):
+                # the whole share is drawn, so that a slot holds the same example for any number of processes
                 positions = stream.positions(step * count, count)
-                keys.extend((number, int(p), step, slot) for slot, p in enumerate(positions))
+                keys.extend((number, int(positions[slot]), step, slot) for slot in slots)
             yield keys
 
 
@@ -355,6 +382,9 @@ class MultiDatasetBatches:
     agree). ``workers`` DataLoader processes (0: load in this process) stay alive between iterations.
     Batches are on the CPU; ``pin_memory`` speeds up their copy to a GPU. ``image_cache_mb``: memory for
     decoded source crops per loading process, shared equally by the sources (see ``StoreExamples``).
+    ``rank`` of ``nproc`` training processes: the batches hold only that process's slots of each
+    dataset's share (``rank_slots``; every share must be divisible by ``nproc``); ``rank_rows`` says
+    where they sit in the global batch.
     """
 
     def __init__(
@@ -371,10 +401,15 @@ class MultiDatasetBatches:
         pin_memory: bool = False,
         prefetch_factor: int = 2,
         image_cache_mb: float = 0.0,
+        rank: int = 0,
+        nproc: int = 1,
     ):
         sources = list(sources)
         if not sources or not all(isinstance(s, Source) for s in sources):
             raise ValueError(f"sources: expected a non-empty list of Source, got {sources!r}")
+        check_batch_shares(sources, nproc)
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < nproc:
+            raise ValueError(f"rank: expected an integer from 0 to nproc - 1 = {nproc - 1}, got {rank!r}")
         names = [s.name for s in sources]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -416,16 +451,18 @@ class MultiDatasetBatches:
         self.sources = tuple(ordered)
         self.datasets = {d.name: d for d in datasets}
         self.steps, self.start_step = int(steps), int(start_step)
+        self.rank, self.nproc = int(rank), int(nproc)
         codes = [_stream_code(s.name) for s in ordered]
         counts = [s.count_per_batch for s in ordered]
         parts = tuple(
-            (part, sum(s.count_per_batch for s in ordered if s.part == part))
+            (part, sum(s.count_per_batch for s in ordered if s.part == part) // self.nproc)
             for part in PARTS if any(s.part == part for s in ordered)
         )
         streams = [_ExampleStream(len(d), int(seed), code) for d, code in zip(datasets, codes)]
+        slots = [rank_slots(count, self.rank, self.nproc) for count in counts]
         self._loader = DataLoader(
             _StepExamples(datasets, codes),
-            batch_sampler=_StepSampler(streams, counts, self.start_step, self.steps),
+            batch_sampler=_StepSampler(streams, counts, self.start_step, self.steps, slots),
             num_workers=int(workers),
             collate_fn=partial(_collate_parts, parts=parts),
             pin_memory=pin_memory,
@@ -438,3 +475,12 @@ class MultiDatasetBatches:
 
     def __iter__(self):
         return iter(self._loader)
+
+    def rank_rows(self, part: str | None = None) -> list[np.ndarray]:
+        """For each process, the rows of the global batch (of its ``part``, if given) that its batches
+        hold, in their order: the 3D part first, datasets in batch order, each its block of slots."""
+        counts = [s.count_per_batch for s in self.sources if part is None or s.part == part]
+        starts = np.cumsum([0, *counts[:-1]])
+        return [np.array([start + slot for start, count in zip(starts, counts)
+                          for slot in rank_slots(count, rank, self.nproc)], dtype=np.int64)
+                for rank in range(self.nproc)]

@@ -10,6 +10,11 @@ The loop checkpoints every ``checkpoint_every`` steps (atomically) and resumes f
 seeing exactly the batches an uninterrupted run would have seen. CUDA is used with bf16 autocast when
 present; the same code runs on the CPU.
 
+The same loop runs in each process of a torch.distributed group (``model.distributed.launch_training``
+starts them): every process computes its slots of the same global batch, the loss is that of the global
+batch, and only rank 0 writes files, so a run may resume on another number of processes
+(docs/distributed_training.md).
+
 A damaged or foreign checkpoint raises ``CheckpointError`` rather than being trained on; a loss, gradient
 or weight that becomes NaN, infinite or absurdly large raises ``TrainingDivergedError`` before anything
 non-finite is written, so the last good checkpoint survives and no broken ``model.pt`` appears.
@@ -25,14 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from assets.atomic_files import write_bytes_atomically
 from assets.joint_names import union_joint_names
 from assets.locations import Location, location
 from assets.store import open_store
 from model.checkpoints import FileKind, listed, load_checked, non_finite_entries
-from model.data import MultiDatasetBatches, Source
+from model.data import PARTS, MultiDatasetBatches, Source
 from model.estimator import MODES, PoseEstimator, latent_point_names
 from model.losses import LossSettings, combined_loss, consistency_loss, loss_2d_batch, loss_3d_batch
 from model.network import MetrabsConfig, MetrabsModel
@@ -77,6 +84,7 @@ class TrainingConfig:
     stride: int = 16
     device: str | None = None  # None: CUDA when available, else CPU
     mixed_precision: bool = True  # bf16 autocast, CUDA only
+    augment: bool = True  # False: the crops as stored (runs to be compared example by example)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -217,6 +225,30 @@ def _to_device(batch: dict | None, device) -> dict | None:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+_LOSS_LABELS = ("pose3d", "pose2d", "intrinsics", "joint_valid")  # what the objective reads of a batch part
+
+
+def _global_batch(tensors: dict[str, Tensor], rank_rows: list[np.ndarray], rank: int) -> dict[str, Tensor]:
+    """Each tensor [this process's rows, ...] completed with the other processes' rows into the global
+    batch [rows, ...], in global order (``MultiDatasetBatches.rank_rows``): the same on every process.
+    Only this process's rows keep their autograd graph; the others' gradients flow in their own processes.
+
+    Tensors are float32, bfloat16 or bool, which float32 holds exactly: one collective carries them all.
+    """
+    packed = torch.cat([value.detach().flatten(1).float() for value in tensors.values()], dim=1)
+    gathered = [torch.empty_like(packed) for _ in rank_rows]
+    dist.all_gather(gathered, packed)
+    order = torch.as_tensor(np.argsort(np.concatenate(rank_rows)), device=packed.device)
+    result, start = {}, 0
+    for name, own in tensors.items():
+        width = math.prod(own.shape[1:])
+        pieces = [own if other == rank else rows[:, start:start + width].reshape(own.shape).to(own.dtype)
+                  for other, rows in enumerate(gathered)]
+        result[name] = torch.cat(pieces)[order]
+        start += width
+    return result
+
+
 def train(
     config: TrainingConfig,
     sources: Sequence[Source],
@@ -227,6 +259,7 @@ def train(
     progress: Callable[[str], None] | None = None,
     stop_after: int | None = None,
     data_fingerprint: str = "",
+    distributed: bool = False,
 ) -> TrainingResult:
     """Train (or resume) a run in ``out_dir``; the finished estimator is ``out_dir/model.pt``.
 
@@ -234,11 +267,21 @@ def train(
     ``data_fingerprint`` (the caller's digest of the training data, initial weights and autoencoder).
 
     ``stop_after`` ends the process-local loop after that many steps of this call (tests simulate a kill).
+
+    ``distributed``: this call is one of the processes of an initialised torch.distributed group, all
+    called alike (``model.distributed.launch_training`` starts them on ``config.device``'s device type,
+    one GPU each). Each process computes its slots of every global batch and the gradients of the global
+    batch's loss are averaged across them; only rank 0 reports progress and writes files.
     """
-    report = progress or log.info
+    if distributed and not dist.is_initialized():
+        raise ValueError("distributed=True: expected an initialised torch.distributed process group "
+                         "(model.distributed.launch_training starts one per process)")
+    rank, nproc = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    report = (progress or log.info) if rank == 0 else _report_nothing
     out_dir = location(out_dir)  # a local folder or an object-store prefix
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
+    where = f"{device.type} x{nproc} ({dist.get_backend()})" if distributed else str(device)
     skeletons = []
     for source in sources:
         skeleton = open_store(source.store_path).attrs["skeleton"]
@@ -270,10 +313,21 @@ def train(
     use_amp = config.mixed_precision and device.type == "cuda"
     # labels come in the union joint layout, whatever the head predicts
     batches = MultiDatasetBatches(list(sources), estimator.joint_names, steps=config.steps, seed=config.seed,
-                                  workers=config.workers, start_step=start_step, augment=True,
-                                  image_size=config.image_size, image_cache_mb=config.image_cache_mb)
+                                  workers=config.workers, start_step=start_step, augment=config.augment,
+                                  image_size=config.image_size, image_cache_mb=config.image_cache_mb,
+                                  rank=rank, nproc=nproc)
+    global_batch_size = sum(source.count_per_batch for source in sources)
+    batch_rows = batches.rank_rows()
+    part_rows = {part: batches.rank_rows(part) for part in PARTS}
+    own_rows = torch.as_tensor(batch_rows[rank], device=device)
+    # a run resumed after the BatchNorm freeze must freeze it at once
+    freeze_batch_norm_at = max(config.steps - config.bn_inference_steps, start_step) \
+        if config.bn_inference_steps else None
+    # DDP averages the processes' gradients (and keeps rank 0's BatchNorm statistics on all of them)
+    model = DistributedDataParallel(estimator, device_ids=[device] if device.type == "cuda" else None) \
+        if distributed else estimator
 
-    estimator.train()
+    model.train()
     started = time.perf_counter()
     images_seen = 0
     step = start_step
@@ -283,48 +337,67 @@ def train(
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config.steps, config.learning_rate)
-        if config.bn_inference_steps and step == config.steps - config.bn_inference_steps:
+        if step == freeze_batch_norm_at:
             for module in estimator.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        torch.manual_seed(config.seed * 1_000_003 + step)  # the per-example 3D/2D mix of this step
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        # the per-example 3D/2D mix of the whole global batch, of which this process takes its rows
+        mix = torch.rand(global_batch_size, device=device)[own_rows]
         part3d, part2d = _to_device(batch.get("3d"), device), _to_device(batch.get("2d"), device)
         parts = [p for p in (part3d, part2d) if p is not None]
         images = torch.cat([p["image"] for p in parts])
         intrinsics = torch.cat([p["intrinsics"] for p in parts])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = estimator(images, intrinsics, weak_perspective=step < config.weak_perspective_steps)
+            out = model(images, intrinsics, mix_3d_inside_fov=mix,
+                        weak_perspective=step < config.weak_perspective_steps)
+        if distributed:
+            # the losses are means over the valid entries of the whole global batch (model.losses): each
+            # process computes them from the global batch's predictions and labels
+            out = _global_batch(out, batch_rows, rank)
+            if part3d is not None:
+                part3d = _global_batch({k: part3d[k] for k in _LOSS_LABELS}, part_rows["3d"], rank)
+            if part2d is not None:
+                part2d = _global_batch({k: part2d[k] for k in _LOSS_LABELS}, part_rows["2d"], rank)
         terms = objective(out, part3d, part2d, step)
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        # each process's gradient is the global loss's through its own rows only: DDP's mean of them,
+        # times nproc, is the gradient of the global batch
+        (terms["total"] * nproc).backward()
         gradient_norm = torch.nn.utils.clip_grad_norm_(estimator.parameters(), 10.0)
         # checked before the update, so the weights (and any later checkpoint) stay those of the last good step
         losses = {k: float(v.detach()) for k, v in terms.items()}
         _stop_if_diverged(losses, float(gradient_norm), step + 1, config.steps, checkpoint_path)
         optimizer.step()
         step += 1
-        images_seen += len(images)
+        images_seen += global_batch_size
         window.append(losses)
         if step % config.log_every == 0 or step == config.steps:
             mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
             history.append({"step": step, **mean, "lr": learning_rate_at(step - 1, config.steps, config.learning_rate),
                             "images_per_second": rate})
-            report(f"step {step}/{config.steps}  loss {mean['total']:.4f}  {rate:.0f} img/s on {device}")
+            report(f"step {step}/{config.steps}  loss {mean['total']:.4f}  {rate:.0f} img/s on {where}")
             window = []
         if step % config.checkpoint_every == 0 or step == config.steps:
             _stop_if_weights_not_finite(estimator, optimizer, step, config.steps, checkpoint_path)
-            save_torch_atomic({"format": CHECKPOINT_KIND.format_tag, "version": CHECKPOINT_KIND.version,
-                               "step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
-                               "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
+            if rank == 0:
+                save_torch_atomic({"format": CHECKPOINT_KIND.format_tag, "version": CHECKPOINT_KIND.version,
+                                   "step": step, "fingerprint": fingerprint, "estimator": estimator.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "history": history}, checkpoint_path)
     seconds = time.perf_counter() - started
     rate = images_seen / max(seconds, 1e-9)
     if step >= config.steps:
         _stop_if_weights_not_finite(estimator, optimizer, step, config.steps, checkpoint_path)
-        estimator.save(out_dir / MODEL_FILE)
-        write_bytes_atomically(out_dir / HISTORY_FILE, json.dumps(history, indent=1).encode())
+        if rank == 0:
+            estimator.save(out_dir / MODEL_FILE)
+            write_bytes_atomically(out_dir / HISTORY_FILE, json.dumps(history, indent=1).encode())
     return TrainingResult(model_path=out_dir / MODEL_FILE, steps=step, resumed_from=resumed_from, history=history,
-                          images_per_second=rate, device=str(device), seconds=seconds)
+                          images_per_second=rate, device=where, seconds=seconds)
+
+
+def _report_nothing(message: str) -> None:
+    """Progress of the processes other than rank 0: their losses and steps are rank 0's."""
 
 
 def _stop_if_diverged(losses: dict[str, float], gradient_norm: float, step: int, steps: int, checkpoint_path: Path):

@@ -79,6 +79,8 @@ class TrainingSettings:
     workers: int = 2
     image_cache_mb: int = 512  # decoded crops kept in memory per loader process
     checkpoint_every: int = 100
+    nproc: int = 1  # training processes (torch.distributed): one per GPU, or gloo processes sharing the CPU
+    request_gpus: bool = False  # on Kubernetes: each training step asks for nproc GPUs (a dagster-k8s op tag)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,12 @@ def _artifact_root(base: Path):
     return check
 
 
+def _boolean(value) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {value!r}")
+    return value
+
+
 def _number(low: float, high: float = math.inf, low_included: bool = False):
     """Finite numbers above ``low`` (or from it, with ``low_included``) and below ``high``."""
     expected = f"a number {'>=' if low_included else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
@@ -403,7 +411,8 @@ _TRAINING_RULES = {
     "batch_3d": _by_dataset(_integer(1)), "batch_2d": _by_dataset(_integer(1)),
     "initial": _settings(RunSettings, _RUN_RULES), "final": _settings(RunSettings, _RUN_RULES),
     "backbone": _text, "image_size": _optional(_integer(1)), "stride": _integer(1), "workers": _integer(0),
-    "image_cache_mb": _integer(0), "checkpoint_every": _integer(1),
+    "image_cache_mb": _integer(0), "checkpoint_every": _integer(1), "nproc": _integer(1),
+    "request_gpus": _boolean,
 }
 _ACAE_FIT_RULES = {
     # the fit is chiral: sided latents split evenly into left and right
@@ -474,6 +483,13 @@ def _check_training(training: TrainingSettings, datasets: dict, store_image_size
         _only_configured(getattr(training, part), datasets, ("training", part))
     if not training.batch_3d:
         raise _Invalid("lists no dataset with 3D labels", ("training", "batch_3d"))
+    # each training process takes an equal part of every dataset's share; failing here, not in the training run
+    for part in ("batch_3d", "batch_2d"):
+        for name, count in getattr(training, part).items():
+            if count % training.nproc:
+                raise _Invalid(f"is {count}, not divisible by training.nproc ({training.nproc}): each training "
+                               "process takes an equal part of every dataset's share of the batch; use a multiple "
+                               f"of {training.nproc}", ("training", part, name))
     # the network needs this (model.network.MetrabsConfig); failing here saves converting every dataset first
     size, size_key = ((training.image_size, "training.image_size") if training.image_size
                       else (store_image_size, "store.image_size"))

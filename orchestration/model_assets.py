@@ -24,6 +24,7 @@ from orchestration.automation import STALE_CONDITION
 # Dagster concurrency pool of the training steps: a deployment's instance limits how many run at once
 # (configs/deployment/dagster.yaml)
 TRAINING_POOL = "training"
+K8S_CONFIG_TAG = "dagster-k8s/config"  # read by dagster-k8s's executor and run launcher, ignored elsewhere
 HELD_OUT_EVERY = 10  # every 10th all-skeleton pose is held out of the autoencoder fit, for its report
 
 
@@ -57,6 +58,15 @@ def training_metadata(result, config) -> dict:
         "loss_curves": png_markdown(line_plot_png(curves, title=f"{config.mode} training", xlabel="step",
                                                    ylabel="loss (m)", logy=True), "loss curves"),
     }
+
+
+def training_op_tags(settings) -> dict:
+    """The training steps' op tags: with ``request_gpus``, a Kubernetes GPU request, one per process."""
+    if not settings.request_gpus:
+        return {}
+    gpus = str(settings.nproc)
+    return {K8S_CONFIG_TAG: {"container_config": {"resources": {"requests": {"nvidia.com/gpu": gpus},
+                                                                "limits": {"nvidia.com/gpu": gpus}}}}}
 
 
 def build_model_assets(config: PipelineConfig) -> list:
@@ -98,15 +108,15 @@ def build_model_assets(config: PipelineConfig) -> list:
 
     @dg.asset(deps=asset_deps(config, "initial_model"), code_version=asset_code_version(config, "initial_model"),
               automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"}, pool=TRAINING_POOL,
+              op_tags=training_op_tags(settings),
               description="Step 1: one output head per skeleton format, trained on all datasets.")
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from model.training import train
+        from model.distributed import launch_training
 
         run = run_config(settings.initial)
         version = expected_signature(config, context.instance, "initial_model")
-        result = train(run, training_sources(config, step_progress(context)), models / "initial",
-                       progress=step_progress(context),
-                       data_fingerprint=version)
+        result = launch_training(run, training_sources(config, step_progress(context)), models / "initial",
+                                 nproc=settings.nproc, progress=step_progress(context), data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     @dg.asset(deps=asset_deps(config, "all_skeleton_pseudo_gt"), code_version=asset_code_version(config, "all_skeleton_pseudo_gt"),
@@ -166,18 +176,19 @@ def build_model_assets(config: PipelineConfig) -> list:
 
     @dg.asset(deps=asset_deps(config, "final_model"), code_version=asset_code_version(config, "final_model"),
               automation_condition=STALE_CONDITION, group_name="training", kinds={"pytorch"}, pool=TRAINING_POOL,
+              op_tags=training_op_tags(settings),
               description="Step 3: fine-tuned from the initial model with the frozen autoencoder "
                           "(mode from training.final.mode; consistency regularisation by default).")
     def final_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.acae import ACAE
-        from model.training import train
+        from model.distributed import launch_training
 
         run = run_config(settings.final)
         version = expected_signature(config, context.instance, "final_model")
-        result = train(run, training_sources(config, step_progress(context)), models / "final",
-                       acae=ACAE.load(acae_path),
-                       init_from=models / "initial" / "model.pt", progress=step_progress(context),
-                       data_fingerprint=version)
+        result = launch_training(run, training_sources(config, step_progress(context)), models / "final",
+                                 nproc=settings.nproc, acae=ACAE.load(acae_path),
+                                 init_from=models / "initial" / "model.pt", progress=step_progress(context),
+                                 data_fingerprint=version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     return [training_pool, initial_model, all_skeleton_pseudo_gt, acae, final_model]

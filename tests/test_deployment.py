@@ -10,6 +10,7 @@ from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 from dagster_k8s import K8sRunLauncher
+from dagster_k8s.job import get_user_defined_k8s_config
 
 from orchestration.config import load_config
 from orchestration.definitions import build_definitions
@@ -37,11 +38,17 @@ def test_the_deployment_instance_config_is_valid_for_dagster(tmp_path, monkeypat
 
 
 def test_the_definitions_load_with_the_kubernetes_executor(tiny_world, tmp_path):
-    config_path = write_config(tmp_path, tiny_world, list(DEMO_DATASETS), training=TINY_TRAINING,
+    config_path = write_config(tmp_path, tiny_world, list(DEMO_DATASETS),
+                               training={**TINY_TRAINING, "nproc": 2, "request_gpus": True},
                                benchmark=["demo_h36m"], acae=TINY_ACAE)
     config_path.write_text(config_path.read_text() + "executor: dagster_k8s:k8s_job_executor\n")
     defs = build_definitions(load_config(config_path))
     jobs = defs.resolve_all_job_defs()
     assert jobs and {job.executor_def.name for job in jobs} == {"k8s"}
     steps = {node.name: node for job in jobs for node in job.graph.node_defs}
-    assert {name for name, node in steps.items() if node.pool == "training"} == {"initial_model", "final_model"}
+    training = {"initial_model", "final_model"}
+    assert {name for name, node in steps.items() if node.pool == "training"} == training
+    for name, node in steps.items():
+        # what the executor turns into the step pod's spec: two GPUs for the two training processes
+        pod = get_user_defined_k8s_config(node.tags).container_config
+        assert pod.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == ("2" if name in training else None)
