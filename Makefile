@@ -7,16 +7,21 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup demo test repro dagster-ui clean-data
 
-setup: .venv/.installed .dvc-venv/.installed
+# the two environments are independent: built side by side. --no-compile: modules are byte-compiled when
+# first imported, not all of torch's and DVC's at install time
+PIP_INSTALL = pip install -q --disable-pip-version-check --no-compile
+
+setup:
+	$(MAKE) -j2 .venv/.installed .dvc-venv/.installed
 
 .venv/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv
-	.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+	.venv/bin/$(PIP_INSTALL) -e ".[test]"
 	touch $@
 
 .dvc-venv/.installed:
 	$(PYTHON) -m venv .dvc-venv
-	.dvc-venv/bin/pip install -q --disable-pip-version-check "dvc>=3.60,<4"
+	.dvc-venv/bin/$(PIP_INSTALL) "dvc>=3.60,<4"
 	touch $@
 
 # the demo needs only the project's venv (DVC's is for `make repro` and the tests)
