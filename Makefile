@@ -29,9 +29,10 @@ demo: .venv/.installed
 	.venv/bin/dozens demo
 
 # two workers, each taking whole test files (module fixtures are built once): the suite is mostly
-# single-threaded Python, and its longest file (test_dvc.py, DVC subprocesses) then runs beside the rest
+# single-threaded Python. Files go out in collection order, longest first (tests/conftest.py), so the
+# longest (test_dvc.py, DVC subprocesses) runs beside the rest instead of alone at the end
 test: setup
-	.venv/bin/pytest -q -n 2 --dist loadfile
+	.venv/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 repro: setup
 	.venv/bin/dozens generate

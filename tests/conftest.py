@@ -5,6 +5,16 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+# The longest test files, longest first. `make test` hands whole files to two workers in collection order;
+# started first, these run beside the many short files instead of one of them running alone at the end.
+LONGEST_FILES = ("test_dvc.py", "test_automation.py", "test_pipeline.py", "test_parallel.py",
+                 "test_real_pipeline.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):

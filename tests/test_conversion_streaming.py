@@ -38,6 +38,28 @@ def test_worker_processes_write_the_same_store(tiny_world, tmp_path, monkeypatch
     _assert_same_store(alone.path, with_workers.path)
 
 
+def test_a_conversion_stopped_early_ends_its_workers_where_sigterm_is_ignored(tiny_world):
+    # e.g. a background job: SIGINT ignored, and Dagster gives SIGTERM the SIGINT handler
+    script = textwrap.dedent(f"""
+        import signal
+        from pathlib import Path
+        from assets.converters import common, get_converter
+        from assets.converters.interface import resolve_options
+        from assets.skeletons import get_skeleton
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        converter = get_converter("demo_3dhp")
+        examples = common._examples(converter, Path({str(tiny_world / "demo_3dhp")!r}),
+                                    resolve_options(converter, {{}}), get_skeleton(converter.SKELETON))
+        cropped = common._cropped(common._batches(examples, 2, skip=0), 32, workers=2)
+        next(cropped)
+        cropped.close()  # the consumer stops (a failed write): the pool's workers must be ended
+        print("ended", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0 and "ended" in done.stdout, done.stderr
+
+
 def test_a_killed_conversion_goes_on_from_the_batches_already_written(tiny_world, tmp_path, monkeypatch):
     location = tmp_path / "store"
     killer = textwrap.dedent(f"""

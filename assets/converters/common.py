@@ -9,8 +9,11 @@ and stream everything into an atomically written canonical store.
 import json
 import logging
 import multiprocessing
+import signal
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,7 +351,10 @@ def _cropped(batches, image_size: int, workers: int):
             yield batch, _crop_batch(batch, image_size)
         return
     # spawn: the parent may hold threads (Dagster) and open decoders that a fork would copy
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with _sigterm_not_ignored():
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_terminable)
+    finished = False
+    try:
         pending = deque()
         for batch in batches:
             pending.append((batch, pool.apply_async(_crop_batch, (batch, image_size))))
@@ -358,3 +364,31 @@ def _cropped(batches, image_size: int, workers: int):
         while pending:
             done_batch, result = pending.popleft()
             yield done_batch, result.get()
+        finished = True
+    finally:
+        # a finished pool's workers exit at their end-of-work marker; only a failed one is killed
+        if finished:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
+
+
+# Workers must end on SIGTERM (``Pool.terminate``), or ``terminate`` waits for them forever. Where the
+# parent ignores SIGTERM (Dagster gives SIGTERM the SIGINT handler, which is "ignore" in a background job)
+# spawned processes inherit that: they are started with SIGTERM at its default, and reset it themselves
+# (for a pool started outside the main thread, where the parent's handler cannot be changed).
+@contextmanager
+def _sigterm_not_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminable() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
