@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 # fsspec and upath are imported only where a URL is used: every process that loads the definitions
 # would otherwise pay for them
 Location = Union[Path, "UPath"]
-CACHE_ENV = "DOZENS_CACHE"
+# not DOZENS_CACHE: that one is the download cache of the real recording (assets/real/cache.py)
+CACHE_ENV = "DOZENS_ARTIFACT_CACHE"
 _LOCAL_PROTOCOLS = ("", "file", "local")
 # listings are not cached: another process (a Dagster run, another machine) may publish at any time
 _STORAGE_OPTIONS = {"use_listings_cache": False}
@@ -119,9 +120,10 @@ def zarr_store(value, *, read_only: bool):
 
 
 def cache_root() -> Path:
-    """Local folder for copies of remote versions and for per-machine caches ($DOZENS_CACHE or ~/.cache/dozens)."""
+    """Local folder for copies of remote versions and per-machine caches ($DOZENS_ARTIFACT_CACHE, or
+    ~/.cache/dozens/artifacts)."""
     configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "dozens"
+    return Path(configured) if configured else Path.home() / ".cache" / "dozens" / "artifacts"
 
 
 def cached_path(where: UPath, kind: str) -> Path:

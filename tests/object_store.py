@@ -27,7 +27,7 @@ def loopback_s3(cache_folder):
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing", "DOZENS_CACHE": str(cache_folder)}
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing", "DOZENS_ARTIFACT_CACHE": str(cache_folder)}
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
