@@ -101,7 +101,9 @@ def venv_python(name: str, requirements, cache: Path | None = None, *, create: b
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     _run([sys.executable, "-m", "venv", str(venv)], f"creating the virtualenv {venv}")
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+    # --no-compile: the worker imports a small part of what is installed, compiled on first import
+    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+          *requirements],
          f"installing {', '.join(requirements)} into {venv}")
     ready.write_text(wanted)
     return python
