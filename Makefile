@@ -19,13 +19,16 @@ setup:
 	.venv/bin/$(PIP_INSTALL) -e ".[test]"
 	touch $@
 
-.dvc-venv/.installed:
+# [s3]: `dvc push`/`pull` to an S3 (or S3-compatible) remote
+DVC_REQUIREMENT = dvc[s3]>=3.60,<4
+
+.dvc-venv/.installed: Makefile
 	$(PYTHON) -m venv .dvc-venv
-	.dvc-venv/bin/$(PIP_INSTALL) "dvc>=3.60,<4"
+	.dvc-venv/bin/$(PIP_INSTALL) "$(DVC_REQUIREMENT)"
 	touch $@
 
-# the demo needs only the project's venv (DVC's is for `make repro` and the tests)
-demo: .venv/.installed
+# the demo records what it built with DVC (orchestration/dvc_record.py): both venvs
+demo: setup
 	.venv/bin/dozens demo
 
 # two workers, each taking whole test files (module fixtures are built once): the suite is mostly
@@ -34,8 +37,8 @@ demo: .venv/.installed
 test: setup
 	.venv/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
+# dvc.yaml's demo_world stage writes the demo world
 repro: setup
-	.venv/bin/dozens generate
 	.dvc-venv/bin/dvc repro
 
 dagster-ui: setup

@@ -13,8 +13,14 @@ no folder is ever renamed: this works the same on a local disk and on an object 
 be an ``s3://`` URL, see assets.locations). The current and the previous version are kept (a reader that opened the
 previous one can finish); older versions, and versions of writers that died, are removed by the next
 publish at the same location or by ``collect_garbage`` (``dozens gc``).
+
+A one-file artifact (a model, the training pool, a benchmark's scores) is replaced whole in one step
+(assets.atomic_files) and then *stamped*: ``<file>.version.json``, written last, names its data version
+and its content hash. A pointer or a stamp is how the data version of whatever is on disk is known,
+however it got there (a run, ``dvc checkout``, ``dvc pull``): orchestration.freshness reads them.
 """
 
+import hashlib
 import json
 import os
 import socket
@@ -25,10 +31,11 @@ from pathlib import Path
 
 from assets.atomic_files import process_exists, write_bytes_atomically
 from assets.locations import (Location, cached_path, is_remote, keep_as_local_copy, local_copy, location as as_location,
-                              remove, staging_path, upload)
+                              read_bytes, remove, staging_path, upload)
 
 POINTER = "current.json"
 WRITING_MARK = ".writing"
+STAMP_SUFFIX = ".version.json"
 _VERSION_SUFFIX = ".zarr"
 
 
@@ -99,6 +106,35 @@ def published_data_version(location) -> str | None:
     except PointerError:
         return None
     return published.data_version if published is not None and published.path.exists() else None
+
+
+def stamp_path(path) -> Location:
+    """Where the stamp of a one-file artifact (``stamp``) is: beside it, named after it."""
+    path = as_location(path)
+    return path.with_name(path.name + STAMP_SUFFIX)
+
+
+def stamp(path, data_version: str) -> Location:
+    """Record that the one-file artifact at ``path`` (a model, the training pool, scores), already written,
+    has ``data_version``: a small file written after it, which names the content it vouches for (sha256),
+    so that the data version of what is on disk is known after any restore (``dvc checkout``, ``dvc pull``)
+    and a stamp never vouches for other content (a writer killed between the two writes)."""
+    record = {"data_version": data_version, "sha256": hashlib.sha256(read_bytes(path)).hexdigest()}
+    return write_bytes_atomically(stamp_path(path), json.dumps(record, indent=1).encode())
+
+
+def stamped_data_version(path) -> str | None:
+    """The data version ``stamp`` recorded for the file at ``path``; None when the file or its stamp is
+    missing or unreadable, or the file is not the content the stamp names."""
+    try:
+        record = json.loads(stamp_path(path).read_text())
+        content = read_bytes(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(content).hexdigest():
+        return None
+    version = record.get("data_version")
+    return version if isinstance(version, str) else None
 
 
 class VersionWriter:

@@ -16,11 +16,13 @@ import warnings
 
 import dagster as dg
 
-from orchestration.freshness import DATA_VERSION_TAG, raw_version
-from orchestration.stages import STAGES, code_files, partitions
+from orchestration.freshness import DATA_VERSION_TAG, expected_signature, latest_data_version, on_disk_data_version, raw_version
+from orchestration.stages import STAGES, code_files, output, partitions
 from orchestration.code_versions import hash_files
 
 RAW_SOURCE = "raw_dataset"
+CODE_VERSION_TAG = "dagster/code_version"
+RESTORED = "restored"  # metadata key of a materialisation reported for what was found on disk
 
 
 def _digest(value) -> str:
@@ -137,3 +139,29 @@ def record_observations(instance: dg.DagsterInstance, versions: dict[str, dict[s
                     source, partition=partition, tags={DATA_VERSION_TAG: version}))
                 changed.append((source, partition))
     return changed
+
+
+def record_restored_versions(config, instance: dg.DagsterInstance, steps) -> list[tuple[str, str | None]]:
+    """Report to Dagster, as a materialisation, every output among ``steps`` ((asset, partition) pairs, in
+    graph order) whose data version on disk is not the one the instance last recorded: something other
+    than a Dagster run put it there. Returns those steps."""
+    restored = []
+    for asset, partition in steps:
+        on_disk = on_disk_data_version(config, asset, partition)
+        if on_disk is None or on_disk == latest_data_version(instance, asset, partition):
+            continue
+        tags = {DATA_VERSION_TAG: on_disk, CODE_VERSION_TAG: asset_code_version(config, asset)}
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset, partition=partition, tags=tags,
+            metadata={RESTORED: "found on disk with a data version no Dagster run recorded last (dvc checkout, "
+                                "dvc pull or a DVC run-cache restore)",
+                      "path": dg.MetadataValue.path(str(output(config, asset, partition)))}))
+        restored.append((asset, partition))
+    return restored
+
+
+def current_signature(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
+    """``expected_signature`` for a run of ``asset`` that is about to read its inputs: inputs restored by
+    another tool are recorded first, so the signature names what the run reads."""
+    record_restored_versions(config, instance, STAGES[asset].inputs(config, partition))
+    return expected_signature(config, instance, asset, partition)

@@ -7,7 +7,8 @@ daemon, an edited raw file or setting gets the same steps materialised without a
 
 import dagster as dg
 
-from orchestration.asset_graph import observe_sources
+from orchestration.asset_graph import observe_sources, record_restored_versions
+from orchestration.stages import every_step
 
 # An input partition whose data version changed (in a run that did not also make this asset) or will
 # change in this tick. (The `&` also matters on its own: data_version_changed alone reports every changed
@@ -32,12 +33,14 @@ STALE_CONDITION = (
 def source_observation_sensor(config) -> dg.SensorDefinition:
     @dg.sensor(name="source_observation_sensor", minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.STOPPED,
-               description="Observes the raw folders and the per-partition settings; a changed data version "
-                           "makes the automation conditions request what depends on it.")
+               description="Observes the raw folders and the per-partition settings, and records outputs "
+                           "restored by DVC; a changed data version makes the automation conditions request what "
+                           "depends on it.")
     def sensor(context: dg.SensorEvaluationContext):
         changed = observe_sources(config, context.instance)
-        return dg.SkipReason(f"{len(changed)} source partition(s) changed: "
-                             + (", ".join(f"{s}[{p}]" for s, p in changed) or "none"))
+        changed += record_restored_versions(config, context.instance, every_step(config))
+        return dg.SkipReason(f"{len(changed)} source or restored partition(s) changed: "
+                             + (", ".join(f"{s}[{p}]" if p else s for s, p in changed) or "none"))
 
     return sensor
 

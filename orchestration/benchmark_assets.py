@@ -8,13 +8,13 @@ import dagster as dg
 
 from assets.atomic_files import write_bytes_atomically
 from assets.locations import read_bytes
-from assets.versions import local_published
+from assets.versions import local_published, stamp
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
-from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.asset_graph import asset_code_version, asset_deps, current_signature, partitions_definition
 from orchestration.automation import STALE_CONDITION
+from orchestration.stages import output
 
 
 def file_fingerprint(path) -> str:
@@ -27,9 +27,8 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
     if not names or config.training is None:
         return None, []
     partitions = partitions_definition(config, "benchmark")
-    models = {"initial": config.models_root / "initial" / "model.pt",
-              "final": config.models_root / "final" / "model.pt"}
-    acae_path = config.models_root / "acae.pt"
+    models = {"initial": output(config, "initial_model"), "final": output(config, "final_model")}
+    acae_path = output(config, "acae")
 
     @dg.asset(partitions_def=partitions, deps=asset_deps(config, "benchmark"),
               code_version=asset_code_version(config, "benchmark"), automation_condition=STALE_CONDITION,
@@ -43,7 +42,7 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         from model.estimator import PoseEstimator
 
         name = context.partition_key
-        version = expected_signature(config, context.instance, "benchmark", name)
+        version = current_signature(config, context.instance, "benchmark", name)
         store = local_published(config.training_store_path(name), step_progress(context))
         acae = ACAE.load(acae_path)
         results, fingerprints = {}, {}
@@ -57,10 +56,15 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         floor = benchmark_floor(store, [local_published(config.training_store_path(d))
                                         for d in config.training.batch_3d if d != name])
         final = results["final"]
-        latest = config.benchmark_latest_path(name)
+        latest = output(config, "benchmark", name)
         write_bytes_atomically(latest, json.dumps({"dataset": name, "version": version, "root": final["root"],
                                                    "baseline": floor,
                                                    **{m: r["metrics"] for m, r in results.items()}}, indent=1).encode())
+        stamp(latest, version)
+        thresholds = final["pck_curve"][0]
+        curves = [{"threshold_mm": float(t), **{m: float(r["pck_curve"][1][i]) for m, r in results.items()}}
+                  for i, t in enumerate(thresholds)]
+        write_bytes_atomically(config.benchmark_curve_path(name), json.dumps(curves, indent=1).encode())
         thresholds, curve = final["pck_curve"]
         joints = final["per_joint_mm"]
         context.log.info(f"{name}: final MPJPE {final['metrics']['mpjpe_mm']:.1f} mm "

@@ -42,17 +42,18 @@ def _dagster_instance():
     return instance
 
 
-def generate(config, force: bool = False) -> None:
-    """Write the raw folders of the configured demo datasets that are missing (all with ``force``)."""
-    from assets.synthetic import DATASETS as SYNTHETIC
+def generate(config, force: bool = False) -> bool:
+    """Write the raw folders of the configured demo datasets that are missing (all with ``force``); True
+    when something was written."""
+    from orchestration.stages import generated_datasets
 
     def wanted(names):
         return [n for n in names if force or not config.datasets[n].raw.exists()]
 
-    synthetic = wanted([n for n, e in config.datasets.items() if e.converter in SYNTHETIC])
-    real = wanted([n for n, e in config.datasets.items() if e.converter == "pose2sim_demo"])
+    synthetic, real = (wanted(names) for names in generated_datasets(config))
     if not synthetic and not real:
         print("demo data: all raw folders exist, nothing to generate")
+        return False
     for name in synthetic:
         raw, converter = config.datasets[name].raw, config.datasets[name].converter
         if raw.name != converter:
@@ -77,6 +78,7 @@ def generate(config, force: bool = False) -> None:
             print(f"demo world: done in {time.perf_counter() - started:.1f} s")
         for future in builds:
             future.result()
+    return True
 
 
 def _build_real_recording(raw, name: str, force: bool) -> None:
@@ -170,7 +172,9 @@ def show_plan(config, *, only=None, partitions=None, force=False) -> int:
     return 0
 
 
-def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=False) -> int:
+def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=False, generated=False) -> int:
+    """Run the stale steps (``generated``: the demo world was just written, which DVC records too)."""
+    from orchestration.dvc_record import commit_to_dvc
     from orchestration.runner import run_pipeline
 
     if dry_run:
@@ -196,6 +200,8 @@ def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=F
     if "benchmark" in by_asset:
         print_benchmark_table(config)
     ran = [o.label for o in outcomes if o.status == "ran"]
+    commit_to_dvc(config, [("demo_world", None)] * generated + [(o.asset, o.partition) for o in outcomes
+                                                                if o.status == "ran"])
     failed = [o.label for o in outcomes if o.status in ("failed", "skipped")]
     print(f"\n{len(ran)} steps ran, {sum(o.status == 'fresh' for o in outcomes)} were up to date"
           + (f"; FAILED or skipped: {', '.join(failed)}" if failed else "")
@@ -302,8 +308,8 @@ def dispatch(args, load_config) -> int:
         generate(config, force=args.force)
         return 0
     if args.command == "demo":
-        generate(config)
-        return run(config, force=args.force, jobs=args.jobs, dry_run=args.dry_run)
+        generated = generate(config)
+        return run(config, force=args.force, jobs=args.jobs, dry_run=args.dry_run, generated=generated)
     names = _selected(config, args.datasets)
     return run(config, only={"dataset", "pseudo_gt"}, partitions=set(names) if args.datasets else None,
                force=args.force, jobs=args.jobs, dry_run=args.dry_run)

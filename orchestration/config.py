@@ -129,6 +129,10 @@ class PipelineConfig:
         """The latest scores (and mean-pose baseline) of benchmark ``name``, as JSON."""
         return self.benchmark_history_path.parent / "latest" / f"{name}.json"
 
+    def benchmark_curve_path(self, name: str) -> Location:
+        """The latest PCK curves of benchmark ``name`` (both models), as JSON records for ``dvc plots``."""
+        return self.benchmark_history_path.parent / "pck" / f"{name}.json"
+
     def dataset_store_path(self, name: str) -> Location:
         """The dataset's store location: published versions and their pointer (assets.versions)."""
         return self.store_root / "dataset" / name

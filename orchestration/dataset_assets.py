@@ -15,9 +15,9 @@ from assets.store import SPLITS, open_store
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
-from orchestration.freshness import expected_signature, hash_cache
+from orchestration.freshness import hash_cache
 from orchestration.metadata import png_markdown
-from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.asset_graph import asset_code_version, asset_deps, current_signature, partitions_definition
 from orchestration.automation import STALE_CONDITION
 
 def store_metadata(store, seconds: float, published) -> dict:
@@ -57,7 +57,7 @@ def build_dataset_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinitio
     )
     def dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         entry = config.datasets[context.partition_key]
-        version = expected_signature(config, context.instance, "dataset", entry.name)
+        version = current_signature(config, context.instance, "dataset", entry.name)
         checks = []
         result = convert(get_converter(entry.converter), entry.raw, config.dataset_store_path(entry.name),
                          dataset_name=entry.name, image_size=config.image_size, progress=step_progress(context),

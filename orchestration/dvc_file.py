@@ -2,7 +2,9 @@
 
 Each stage runs the same Dagster materialisation as the UI and ``dozens demo``; its dependencies are the
 files of the code it runs (the same files its code version hashes), the outputs of the stages it reads,
-and the params.yaml keys of its settings. Regenerate after changing the table:
+and the params.yaml keys of its settings. Its outputs are what is published (a store's versions and
+pointer, a file and its stamp: assets.versions), cached by DVC; the benchmark's scores are DVC metrics,
+and loss and PCK curves DVC plots. Regenerate after changing the table:
 
     .venv/bin/python -m orchestration.dvc_file          # rewrites dvc.yaml
     .venv/bin/python -m orchestration.dvc_file --check  # exit 1 if dvc.yaml is out of date
@@ -15,8 +17,10 @@ from pathlib import Path
 import yaml
 
 from assets.locations import is_remote
+from assets.versions import stamp_path
 from orchestration.config import ConfigError, load_config
-from orchestration.stages import BENCHMARKS, DATASETS, MULTIVIEW, STAGES, code_files, converter_file, partitions
+from orchestration.stages import (BENCHMARKS, DATASETS, DEMO_WORLD_CODE, MULTIVIEW, STAGES, code_files, converter_file,
+                                  generated_datasets, partitions)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DVC_FILE = PROJECT_ROOT / "dvc.yaml"
@@ -24,7 +28,8 @@ HEADER = """\
 # Written by orchestration/dvc_file.py from the stage table (orchestration/stages.py): do not edit by hand.
 # `dvc repro` (make repro) runs the same Dagster materialisations as the UI and `dozens demo`, one stage
 # per dataset, and re-runs a stage when its code (the files its code version hashes), its inputs or its
-# parameters change. Outputs are uncached: a run-cache restore would bypass Dagster's event log.
+# parameters change. Outputs are cached (`dvc checkout`, `dvc push`/`pull`); each carries its data version
+# (a pointer or a stamp), which Dagster records before anything reads what DVC restored.
 # Needs the project's `dagster` on PATH (the Makefile puts .venv/bin first).
 """
 DAGSTER = ("mkdir -p .dagster_home && env DAGSTER_HOME=$PWD/.dagster_home GX_ANALYTICS_ENABLED=false "
@@ -45,6 +50,11 @@ def dvc_stages(config) -> dict:
         return Path(path).relative_to(base).as_posix()
 
     stages = {}
+    generated = [name for names in generated_datasets(config) for name in names]
+    if generated:
+        # the demo world's raw folders are data too: `dvc pull` brings back what the stores were converted from
+        stages["demo_world"] = {"cmd": "dozens generate --force", "deps": list(DEMO_WORLD_CODE),
+                                "params": ["demo"], "outs": [relative(config.datasets[n].raw) for n in generated]}
     for name, stage in STAGES.items():
         loop, variable = _LOOPS.get(stage.partitioned_by, (None, None))
         deps = []
@@ -53,15 +63,37 @@ def dvc_stages(config) -> dict:
         deps += [relative(path) for path in _input_paths(config, name)]
         deps = list(dict.fromkeys(deps))  # in order, once each
         deps += code_files(name) + ([converter_file("${item.converter}")] if name == "dataset" else [])
-        produced = (stage.dvc_output or stage.output)(config, variable)
-        out = {"cache": False, **({"persist": True} if stage.resumable else {})}
+        tracked = relative((stage.dvc_output or stage.output)(config, variable))
+        outs = [{tracked: {"persist": True}} if stage.resumable else tracked]
+        if not stage.published and stage.dvc_output is None:
+            outs.append(relative(stamp_path(stage.output(config, variable))))  # a model folder holds its stamp
         entry = {"cmd": f"${{DG}} --select {name}" + (f" --partition {variable}" if variable else ""),
                  "deps": deps}
         if stage.dvc_params:
             entry["params"] = list(stage.dvc_params)
-        entry["outs"] = [{relative(produced): out}]
+        if stage.dvc_metrics:
+            entry["metrics"], outs = [tracked], outs[1:]
+        if stage.dvc_plot is not None and not _inside(plot := relative(stage.dvc_plot[0](config, variable)), tracked):
+            outs.append(plot)
+        entry["outs"] = outs
         stages[name] = {"foreach": loop, "do": entry} if loop else entry
-    return {"vars": [{"DG": DAGSTER}], "stages": stages}
+    return {"vars": [{"DG": DAGSTER}], "stages": stages, "plots": _plots(config, relative)}
+
+
+def _plots(config, relative) -> list[dict]:
+    """Top-level plot definitions: a file, or the folder of a partitioned stage's plot files (one plot each)."""
+    plots = []
+    for stage in STAGES.values():
+        if stage.dvc_plot is None or not partitions(config, stage):
+            continue
+        where, fields = stage.dvc_plot
+        path = where(config, "any") if stage.partitioned_by else where(config, None)
+        plots.append({relative(path.parent if stage.partitioned_by else path): dict(fields)})
+    return plots
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _input_paths(config, name: str) -> list[Path]:

@@ -3,9 +3,14 @@
 Every asset's data version is ``input_signature(code version, upstream data versions, settings)``, each
 part from the stage table (orchestration/stages.py): the code version hashes the source the stage runs,
 raw inputs enter as content hashes. An asset (partition) is fresh when its latest materialization in
-the Dagster instance carries the signature its inputs would give now and its output exists: the same
-rule DVC applies with its lock file, so an unchanged re-run does nothing, and a change in one dataset
-re-runs exactly what depends on it.
+the Dagster instance carries the signature its inputs would give now and its output on disk carries that
+data version too: the same rule DVC applies with its lock file, so an unchanged re-run does nothing, and
+a change in one dataset re-runs exactly what depends on it.
+
+Every output carries its data version on disk (a store's pointer, a file's stamp: assets.versions), so
+what another tool put there (``dvc checkout`` of another revision, ``dvc pull`` into a fresh clone, a DVC
+run-cache restore) is recognised: orchestration.asset_graph.record_restored_versions reports it to the Dagster instance as a
+materialisation before anything plans or reads from it, and the UI, the runner and DVC agree on it.
 """
 
 import hashlib
@@ -14,10 +19,11 @@ import json
 import dagster as dg
 
 from assets.file_hashes import FileHashCache, default_cache_path, fingerprint_paths
-from assets.versions import published_data_version
+from assets.versions import published_data_version, stamped_data_version
 from orchestration.stages import STAGES, output, stage_code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
+
 
 
 def input_signature(code_version: str, upstream: dict, settings=None) -> str:
@@ -63,6 +69,12 @@ def raw_version(config, dataset: str) -> str:
     return fingerprint_paths([raw], cache=hash_cache(config)) if raw.exists() else "missing"
 
 
+def on_disk_data_version(config, asset: str, partition: str | None = None) -> str | None:
+    """Data version of the output on disk (its pointer or stamp); None when missing or unrecognised."""
+    location = output(config, asset, partition)
+    return published_data_version(location) if STAGES[asset].published else stamped_data_version(location)
+
+
 def step_state(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None,
                raw_versions: dict | None = None) -> str:
     """``changed``: its latest materialisation's data version is not the signature its inputs give now (so
@@ -71,8 +83,5 @@ def step_state(config, instance: dg.DagsterInstance, asset: str, partition: str 
     recorded = latest_data_version(instance, asset, partition)
     if recorded is None or recorded != expected_signature(config, instance, asset, partition, raw_versions):
         return "changed"
-    location = output(config, asset, partition)
-    if STAGES[asset].published:
-        return "fresh" if published_data_version(location) == recorded else "lost"
-    return "fresh" if location.exists() else "lost"
+    return "fresh" if on_disk_data_version(config, asset, partition) == recorded else "lost"
 

@@ -13,13 +13,13 @@ import numpy as np
 
 from assets.artifacts import read_zarr_group, write_zarr_group
 from assets.atomic_files import write_atomically
-from assets.versions import local_published
+from assets.versions import local_published, stamp
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
-from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.asset_graph import asset_code_version, asset_deps
+from orchestration.asset_graph import asset_code_version, asset_deps, current_signature
 from orchestration.automation import STALE_CONDITION
+from orchestration.stages import output
 
 # Dagster concurrency pool of the training steps: a deployment's instance limits how many run at once
 # (configs/deployment/dagster.yaml)
@@ -73,10 +73,10 @@ def build_model_assets(config: PipelineConfig) -> list:
     if config.training is None:
         return []
     settings = config.training
-    models = config.models_root
-    pool_path = config.store_root / "training_pool.parquet"
-    all_skeleton_path = config.all_skeleton_pseudo_gt_path
-    acae_path = models / "acae.pt"
+    pool_path = output(config, "training_pool")
+    all_skeleton_path = output(config, "all_skeleton_pseudo_gt")
+    acae_path = output(config, "acae")
+    initial_path, final_path = output(config, "initial_model"), output(config, "final_model")
 
     def run_config(run):
         from model.training import TrainingConfig
@@ -95,9 +95,10 @@ def build_model_assets(config: PipelineConfig) -> list:
     def training_pool(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.pool import build_training_pool
 
-        version = expected_signature(config, context.instance, "training_pool")
+        version = current_signature(config, context.instance, "training_pool")
         pool = build_training_pool(training_sources(config, step_progress(context)))
         write_atomically(pool_path, pool.write_parquet)
+        stamp(pool_path, version)
         counts = pool.group_by(["dataset", "part", "split"]).len().sort(["dataset", "split"])
         table = "| dataset | part | split | examples |\n|---|---|---|---|\n" + "\n".join(
             f"| {r['dataset']} | {r['part']} | {r['split']} | {r['len']} |" for r in counts.iter_rows(named=True))
@@ -114,9 +115,10 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.distributed import launch_training
 
         run = run_config(settings.initial)
-        version = expected_signature(config, context.instance, "initial_model")
-        result = launch_training(run, training_sources(config, step_progress(context)), models / "initial",
+        version = current_signature(config, context.instance, "initial_model")
+        result = launch_training(run, training_sources(config, step_progress(context)), initial_path.parent,
                                  nproc=settings.nproc, progress=step_progress(context), data_fingerprint=version)
+        stamp(result.model_path, version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     @dg.asset(deps=asset_deps(config, "all_skeleton_pseudo_gt"), code_version=asset_code_version(config, "all_skeleton_pseudo_gt"),
@@ -127,8 +129,8 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.estimator import PoseEstimator
         from model.pseudo_labels import predict_all_skeletons
 
-        version = expected_signature(config, context.instance, "all_skeleton_pseudo_gt")
-        estimator = PoseEstimator.load(models / "initial" / "model.pt")
+        version = current_signature(config, context.instance, "all_skeleton_pseudo_gt")
+        estimator = PoseEstimator.load(initial_path)
         stores = [local_published(config.training_store_path(name), step_progress(context))
                   for name in settings.batch_3d]
         labels = predict_all_skeletons(estimator, stores, examples_per_store=config.acae.pseudo_gt_examples_per_dataset,
@@ -152,13 +154,14 @@ def build_model_assets(config: PipelineConfig) -> list:
                                             markdown_table, sparsity)
         from model.acae import fit_acae
 
-        version = expected_signature(config, context.instance, "acae")
+        version = current_signature(config, context.instance, "acae")
         arrays, attrs = read_zarr_group(all_skeleton_path)
         poses = arrays["poses"].astype(np.float64)
         held_out = np.arange(len(poses)) % HELD_OUT_EVERY == 0
         model = fit_acae(poses[~held_out], attrs["joint_names"], config.acae.fit, seed=0,
                          progress=step_progress(context))
         model.save(acae_path)
+        stamp(acae_path, version)
         rows = errors_per_skeleton(model, poses[held_out])
         share_sparse = sparsity(model)
         references = baseline_rows(model, poses[~held_out], poses[held_out])
@@ -184,11 +187,11 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.distributed import launch_training
 
         run = run_config(settings.final)
-        version = expected_signature(config, context.instance, "final_model")
-        result = launch_training(run, training_sources(config, step_progress(context)), models / "final",
-                                 nproc=settings.nproc, acae=ACAE.load(acae_path),
-                                 init_from=models / "initial" / "model.pt", progress=step_progress(context),
-                                 data_fingerprint=version)
+        version = current_signature(config, context.instance, "final_model")
+        result = launch_training(run, training_sources(config, step_progress(context)), final_path.parent,
+                                 nproc=settings.nproc, acae=ACAE.load(acae_path), init_from=initial_path,
+                                 progress=step_progress(context), data_fingerprint=version)
+        stamp(result.model_path, version)
         return dg.MaterializeResult(metadata=training_metadata(result, run), data_version=dg.DataVersion(version))
 
     return [training_pool, initial_model, all_skeleton_pseudo_gt, acae, final_model]

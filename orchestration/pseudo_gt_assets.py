@@ -16,9 +16,8 @@ from assets.versions import local_published
 from orchestration.checks import blocking_checks_gate, quality_check_specs
 from orchestration.config import PipelineConfig
 from orchestration.console import step_progress
-from orchestration.freshness import expected_signature
 from orchestration.metadata import png_markdown
-from orchestration.asset_graph import asset_code_version, asset_deps, partitions_definition
+from orchestration.asset_graph import asset_code_version, asset_deps, current_signature, partitions_definition
 from orchestration.automation import STALE_CONDITION
 
 
@@ -63,7 +62,7 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         name = context.partition_key
         settings = config.datasets[name].pseudo_gt
         started = time.perf_counter()
-        version = expected_signature(config, context.instance, "pseudo_gt", name)
+        version = current_signature(config, context.instance, "pseudo_gt", name)
         source = open_store(local_published(config.dataset_store_path(name), step_progress(context)))
         pseudo = triangulate_store(source, threshold_fraction=settings.threshold_fraction,
                                    min_views=settings.min_views, progress=step_progress(context))

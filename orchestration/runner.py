@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from orchestration.asset_graph import RAW_SOURCE, record_observations, source_versions
+from orchestration.asset_graph import RAW_SOURCE, record_observations, record_restored_versions, source_versions
 from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import step_state
-from orchestration.stages import STAGES, pipeline_steps
+from orchestration.stages import STAGES, every_step, pipeline_steps
 
 
 @dataclass
@@ -102,10 +102,12 @@ def plan_pipeline(config, instance: dg.DagsterInstance, *, only: set | None = No
 
 
 def observe_and_plan(config, instance: dg.DagsterInstance, **selection) -> list[tuple[str, str | None]]:
-    """Record the sources' observations, then ``plan_pipeline`` from the same raw versions (each raw folder is
-    walked once per run, not once to observe and again to plan)."""
+    """Record the sources' observations and the outputs another tool restored (``dvc checkout``, ``dvc pull``),
+    then ``plan_pipeline`` from the same raw versions (each raw folder is walked once per run, not once to
+    observe and again to plan)."""
     versions = source_versions(config)
     record_observations(instance, versions)
+    record_restored_versions(config, instance, every_step(config))
     return plan_pipeline(config, instance, raw_versions=versions[RAW_SOURCE], **selection)
 
 

@@ -38,6 +38,9 @@ class Stage:
     # what DVC tracks, when more than the output: a model's folder holds its training checkpoint too
     dvc_output: Callable | None = None
     resumable: bool = False  # a killed run goes on from what it left there (DVC must not delete it)
+    dvc_metrics: bool = False  # its output is a metrics file (`dvc metrics show/diff`)
+    # data DVC draws as plots (`dvc plots show/diff`): (config, partition) -> path, and the plot's fields
+    dvc_plot: tuple[Callable, dict] | None = None
 
 
 def store_input(config, dataset: str) -> tuple[str, str]:
@@ -57,6 +60,7 @@ def _network(config) -> dict:
 
 
 _NETWORK_PARAMS = ("training.backbone", "training.image_size", "training.stride")
+_LOSS_PLOT = {"x": "step", "y": "total", "y_label": "training loss (m)"}
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("dataset", ("assets.converters.common", "assets.quality"), group="datasets",
@@ -81,7 +85,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           settings=lambda config, p: {"run": config.training.initial, "network": _network(config)},
           output=lambda config, p: config.models_root / "initial" / "model.pt",
           needs_training=True, dvc_params=("training.initial", *_NETWORK_PARAMS),
-          dvc_output=lambda config, p: config.models_root / "initial", resumable=True),
+          dvc_output=lambda config, p: config.models_root / "initial", resumable=True,
+          dvc_plot=(lambda config, p: config.models_root / "initial" / "history.json", _LOSS_PLOT)),
     Stage("all_skeleton_pseudo_gt", ("model.pseudo_labels", "assets.artifacts"), group="training",
           inputs=lambda config, p: [("initial_model", None), ("training_pool", None), *_training_inputs(config)],
           settings=lambda config, p: config.acae.pseudo_gt_examples_per_dataset,
@@ -98,13 +103,17 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           settings=lambda config, p: {"run": config.training.final, "network": _network(config)},
           output=lambda config, p: config.models_root / "final" / "model.pt",
           needs_training=True, dvc_params=("training.final", *_NETWORK_PARAMS),
-          dvc_output=lambda config, p: config.models_root / "final", resumable=True),
+          dvc_output=lambda config, p: config.models_root / "final", resumable=True,
+          dvc_plot=(lambda config, p: config.models_root / "final" / "history.json", _LOSS_PLOT)),
     Stage("benchmark", ("evaluation.benchmark",), group="benchmarks",
           inputs=lambda config, p: [("final_model", None), ("initial_model", None), ("acae", None),
                                     store_input(config, p)],
           settings=lambda config, p: None,
           output=lambda config, p: config.benchmark_latest_path(p),
-          partitioned_by=BENCHMARKS, needs_training=True),
+          partitioned_by=BENCHMARKS, needs_training=True, dvc_metrics=True,
+          dvc_plot=(lambda config, p: config.benchmark_curve_path(p),
+                    {"x": "threshold_mm", "y": ["initial", "final"], "x_label": "threshold (mm)",
+                     "y_label": "PCK (%)"})),
 )}
 
 
@@ -118,6 +127,27 @@ def partitions(config, stage: Stage) -> list:
 def pipeline_steps(config) -> list[tuple[str, list]]:
     """(stage, partitions) in dependency order, for the stages the config defines."""
     return [(name, parts) for name, stage in STAGES.items() if (parts := partitions(config, stage))]
+
+
+# the generators `dozens generate` runs to write the demo world's raw folders (dvc.yaml's `demo_world`
+# stage). Their own packages only: the helpers they import (stores, cameras) do not shape the raw files,
+# and an edit there should not regenerate the world (minutes of MediaPipe)
+DEMO_WORLD_CODE = ("assets/synthetic", "assets/real")
+REAL_RECORDING = "pose2sim_demo"  # the converter of the real recording `dozens generate` builds
+
+
+def generated_datasets(config) -> tuple[list[str], list[str]]:
+    """The configured datasets whose raw folders `dozens generate` writes: (synthetic ones, real recordings)."""
+    from assets.synthetic.world import DATASETS as SYNTHETIC
+
+    synthetic = [name for name, entry in config.datasets.items() if entry.converter in SYNTHETIC]
+    real = [name for name, entry in config.datasets.items() if entry.converter == REAL_RECORDING]
+    return synthetic, real
+
+
+def every_step(config) -> list[tuple[str, str | None]]:
+    """(stage, partition) of every step the config defines, in dependency order."""
+    return [(name, partition) for name, parts in pipeline_steps(config) for partition in parts]
 
 
 def converter_file(converter: str) -> str:
