@@ -16,12 +16,15 @@ import warnings
 
 import dagster as dg
 
-from orchestration.freshness import DATA_VERSION_TAG, expected_signature, latest_data_version, on_disk_data_version, raw_version
-from orchestration.stages import STAGES, code_files, output, partitions
+from orchestration.freshness import (DATA_VERSION_TAG, expected_signature, latest_data_version, on_disk_data_version,
+                                     raw_version)
+from orchestration.stages import STAGES, code_files, output, partitions, upstream_steps
 from orchestration.code_versions import hash_files
 
 RAW_SOURCE = "raw_dataset"
 CODE_VERSION_TAG = "dagster/code_version"
+USER_PROVIDED_TAG = "dagster/data_version_is_user_provided"
+INPUT_VERSION_TAG, INPUT_POINTER_TAG = "dagster/input_data_version/", "dagster/input_event_pointer/"
 RESTORED = "restored"  # metadata key of a materialisation reported for what was found on disk
 
 
@@ -77,11 +80,7 @@ def asset_deps(config, name: str) -> list[dg.AssetDep]:
             for partition, upstream_partition in pairs:
                 mapping.setdefault(upstream_partition, set()).add(partition)
             deps.append(dg.AssetDep(upstream, partition_mapping=dg.StaticPartitionMapping(mapping)))
-    if name == "dataset":
-        deps.append(dg.AssetDep(RAW_SOURCE))
-    if (source := settings_source(config, name)) is not None:
-        deps.append(dg.AssetDep(source))
-    return deps
+    return deps + [dg.AssetDep(source) for source in _sources(config, name)]
 
 
 def source_versions(config) -> dict[str, dict[str, str]]:
@@ -145,12 +144,15 @@ def record_restored_versions(config, instance: dg.DagsterInstance, steps) -> lis
     """Report to Dagster, as a materialisation, every output among ``steps`` ((asset, partition) pairs, in
     graph order) whose data version on disk is not the one the instance last recorded: something other
     than a Dagster run put it there. Returns those steps."""
+    found = [(asset, partition, on_disk) for asset, partition in steps
+             if (on_disk := on_disk_data_version(config, asset, partition)) is not None
+             and on_disk != latest_data_version(instance, asset, partition)]
+    if any(_sources(config, asset) for asset, _, _ in found):
+        observe_sources(config, instance)  # the restored versions' provenance names the sources' versions
     restored = []
-    for asset, partition in steps:
-        on_disk = on_disk_data_version(config, asset, partition)
-        if on_disk is None or on_disk == latest_data_version(instance, asset, partition):
-            continue
-        tags = {DATA_VERSION_TAG: on_disk, CODE_VERSION_TAG: asset_code_version(config, asset)}
+    for asset, partition, on_disk in found:
+        tags = {DATA_VERSION_TAG: on_disk, CODE_VERSION_TAG: asset_code_version(config, asset),
+                USER_PROVIDED_TAG: "true", **_input_provenance(config, instance, asset, partition)}
         instance.report_runless_asset_event(dg.AssetMaterialization(
             asset, partition=partition, tags=tags,
             metadata={RESTORED: "found on disk with a data version no Dagster run recorded last (dvc checkout, "
@@ -160,8 +162,48 @@ def record_restored_versions(config, instance: dg.DagsterInstance, steps) -> lis
     return restored
 
 
+def _sources(config, asset: str) -> list[str]:
+    """The source assets a stage's partitions read (besides other stages' outputs)."""
+    return ([RAW_SOURCE] if asset == "dataset" else []) + [s for s in [settings_source(config, asset)] if s]
+
+
+def _input_provenance(config, instance: dg.DagsterInstance, asset: str, partition: str | None) -> dict:
+    """The input tags Dagster gives a materialisation of ``asset`` (``partition``) made by a run now, so that
+    the UI judges a restored version as it would the same version made by a run: per input asset, the data
+    version of what it reads (several partitions: a sha256 of their latest materialisations' versions in
+    partition order, as Dagster computes it) and the storage id of its latest event."""
+    reads: dict[str, list] = {}
+    for upstream, upstream_partition in STAGES[asset].inputs(config, partition):
+        reads.setdefault(upstream, []).append(upstream_partition)
+    for source in _sources(config, asset):
+        reads[source] = [partition]
+    tags = {}
+    for upstream, upstream_partitions in reads.items():
+        key = dg.AssetKey(upstream)
+        records = instance.get_asset_records([key])
+        entry = records[0].asset_entry if records else None
+        event = entry and (entry.last_materialization_record or entry.last_observation_record)
+        if event is None and upstream in _sources(config, asset):  # not every storage keeps a last observation
+            event = next(iter(instance.fetch_observations(key, limit=1).records), None)
+        if event is None:
+            continue
+        if upstream_partitions != [None]:
+            by_partition = instance.event_log_storage.get_latest_tags_by_partition(
+                key, dg.DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG],
+                asset_partitions=[p for p in upstream_partitions if p is not None])
+            version = hashlib.sha256("".join(tags_[DATA_VERSION_TAG] for _, tags_ in sorted(by_partition.items()))
+                                     .encode()).hexdigest()
+        else:
+            version = (event.event_log_entry.tags or {}).get(DATA_VERSION_TAG)
+        if version is not None:
+            tags[INPUT_VERSION_TAG + upstream] = version
+            tags[INPUT_POINTER_TAG + upstream] = str(event.storage_id)
+    return tags
+
+
 def current_signature(config, instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> str:
     """``expected_signature`` for a run of ``asset`` that is about to read its inputs: inputs restored by
-    another tool are recorded first, so the signature names what the run reads."""
-    record_restored_versions(config, instance, STAGES[asset].inputs(config, partition))
+    another tool are recorded first (with everything upstream of them, for their provenance), so the
+    signature names what the run reads."""
+    record_restored_versions(config, instance, upstream_steps(config, asset, partition))
     return expected_signature(config, instance, asset, partition)

@@ -61,6 +61,9 @@ def build_benchmark_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
                                                    "baseline": floor,
                                                    **{m: r["metrics"] for m, r in results.items()}}, indent=1).encode())
         stamp(latest, version)
+        numbers = {"floor": {k: v for k, v in floor.items() if isinstance(v, (int, float))},
+                   **{m: r["metrics"] for m, r in results.items()}}
+        write_bytes_atomically(config.benchmark_metrics_path(name), json.dumps(numbers, indent=1).encode())
         thresholds = final["pck_curve"][0]
         curves = [{"threshold_mm": float(t), **{m: float(r["pck_curve"][1][i]) for m, r in results.items()}}
                   for i, t in enumerate(thresholds)]

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from assets.locations import tree_size
+from orchestration.stages import STAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +177,7 @@ def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=F
     """Run the stale steps (``generated``: the demo world was just written, which DVC records too)."""
     from orchestration.dvc_record import commit_to_dvc
     from orchestration.runner import run_pipeline
+    from orchestration.stages import DEMO_WORLD_STAGE
 
     if dry_run:
         return show_plan(config, only=only, partitions=partitions, force=force)
@@ -200,8 +202,8 @@ def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=F
     if "benchmark" in by_asset:
         print_benchmark_table(config)
     ran = [o.label for o in outcomes if o.status == "ran"]
-    commit_to_dvc(config, [("demo_world", None)] * generated + [(o.asset, o.partition) for o in outcomes
-                                                                if o.status == "ran"])
+    ran_steps = [(o.asset, o.partition) for o in outcomes if o.status == "ran"]
+    commit_to_dvc(config, [(DEMO_WORLD_STAGE, None)] * generated + ran_steps)
     failed = [o.label for o in outcomes if o.status in ("failed", "skipped")]
     print(f"\n{len(ran)} steps ran, {sum(o.status == 'fresh' for o in outcomes)} were up to date"
           + (f"; FAILED or skipped: {', '.join(failed)}" if failed else "")
@@ -209,6 +211,21 @@ def run(config, *, only=None, partitions=None, force=False, jobs=None, dry_run=F
     print(f"total {time.perf_counter() - started:.1f} s; artifacts under {config.store_root.parent}; "
           f"browse with: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev")
     return 1 if failed else 0
+
+
+def materialize(config, stage: str, partition: str | None) -> int:
+    """Materialise one step (after recording what DVC restored upstream of it: runner.materialize_step)."""
+    from orchestration.runner import materialize_step
+    from orchestration.stages import partitions
+
+    known = partitions(config, STAGES[stage])
+    if (partition is None) != (known == [None]) or (partition is not None and partition not in known):
+        raise ValueError(f"{stage}: expected " + (f"--partition, one of {known}" if known != [None]
+                                                  else "no --partition") + f" (config {config.path})")
+    outcome = materialize_step(config, _dagster_instance(), stage, partition)
+    print(f"{outcome.label}: {outcome.status} in {outcome.seconds:.1f} s"
+          + (f"\n{outcome.error}" if outcome.error else ""))
+    return 0 if outcome.status == "ran" else 1
 
 
 def _fov_argument(text: str) -> float:
@@ -260,6 +277,10 @@ def main(argv=None) -> int:
     demo.add_argument("--jobs", type=int, help="Dagster runs at once per stage (default: 'jobs' in params.yaml, 1)")
     demo.add_argument("--dry-run", action="store_true", help="only list the steps that would run (and generate "
                                                              "the demo world if it is missing)")
+    step = sub.add_parser("materialize", help="one Dagster run of one pipeline step, whatever its state "
+                                              "(dvc.yaml's stage command)")
+    step.add_argument("stage", choices=list(STAGES), help="the asset")
+    step.add_argument("--partition", help="the partition (a dataset or benchmark name) of a partitioned asset")
     pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
@@ -307,6 +328,8 @@ def dispatch(args, load_config) -> int:
     if args.command == "generate":
         generate(config, force=args.force)
         return 0
+    if args.command == "materialize":
+        return materialize(config, args.stage, args.partition)
     if args.command == "demo":
         generated = generate(config)
         return run(config, force=args.force, jobs=args.jobs, dry_run=args.dry_run, generated=generated)

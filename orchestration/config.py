@@ -129,6 +129,10 @@ class PipelineConfig:
         """The latest scores (and mean-pose baseline) of benchmark ``name``, as JSON."""
         return self.benchmark_history_path.parent / "latest" / f"{name}.json"
 
+    def benchmark_metrics_path(self, name: str) -> Location:
+        """The latest scores of benchmark ``name``, numbers only, for ``dvc metrics``."""
+        return self.benchmark_history_path.parent / "metrics" / f"{name}.json"
+
     def benchmark_curve_path(self, name: str) -> Location:
         """The latest PCK curves of benchmark ``name`` (both models), as JSON records for ``dvc plots``."""
         return self.benchmark_history_path.parent / "pck" / f"{name}.json"

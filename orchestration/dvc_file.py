@@ -1,6 +1,6 @@
 """dvc.yaml, written from the stage table (orchestration/stages.py) so that DVC and dozens agree.
 
-Each stage runs the same Dagster materialisation as the UI and ``dozens demo``; its dependencies are the
+Each stage runs the same Dagster materialisation as the UI and ``dozens demo`` (``dozens materialize``); its dependencies are the
 files of the code it runs (the same files its code version hashes), the outputs of the stages it reads,
 and the params.yaml keys of its settings. Its outputs are what is published (a store's versions and
 pointer, a file and its stamp: assets.versions), cached by DVC; the benchmark's scores are DVC metrics,
@@ -19,8 +19,8 @@ import yaml
 from assets.locations import is_remote
 from assets.versions import stamp_path
 from orchestration.config import ConfigError, load_config
-from orchestration.stages import (BENCHMARKS, DATASETS, DEMO_WORLD_CODE, MULTIVIEW, STAGES, code_files, converter_file,
-                                  generated_datasets, partitions)
+from orchestration.stages import (BENCHMARKS, DATASETS, DEMO_WORLD_CODE, DEMO_WORLD_STAGE, MULTIVIEW, STAGES,
+                                  code_files, converter_file, generated_datasets, partitions)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DVC_FILE = PROJECT_ROOT / "dvc.yaml"
@@ -30,10 +30,11 @@ HEADER = """\
 # per dataset, and re-runs a stage when its code (the files its code version hashes), its inputs or its
 # parameters change. Outputs are cached (`dvc checkout`, `dvc push`/`pull`); each carries its data version
 # (a pointer or a stamp), which Dagster records before anything reads what DVC restored.
-# Needs the project's `dagster` on PATH (the Makefile puts .venv/bin first).
+# Needs the project's `python` on PATH (the Makefile puts .venv/bin first).
 """
-DAGSTER = ("mkdir -p .dagster_home && env DAGSTER_HOME=$PWD/.dagster_home GX_ANALYTICS_ENABLED=false "
-           "dagster asset materialize -m orchestration.definitions")
+# `python -m`: the code in the stage's folder runs (an experiment's temporary copy runs its own)
+DOZENS = ("mkdir -p .dagster_home && env DAGSTER_HOME=$PWD/.dagster_home GX_ANALYTICS_ENABLED=false "
+          "python -m orchestration.cli")
 # how each partitioning is iterated in params.yaml, and the name of the loop variable
 _LOOPS = {DATASETS: ("${datasets}", "${key}"), MULTIVIEW: ("${pseudo_gt.datasets}", "${key}"),
           BENCHMARKS: ("${benchmark.datasets}", "${item}")}
@@ -53,7 +54,7 @@ def dvc_stages(config) -> dict:
     generated = [name for names in generated_datasets(config) for name in names]
     if generated:
         # the demo world's raw folders are data too: `dvc pull` brings back what the stores were converted from
-        stages["demo_world"] = {"cmd": "dozens generate --force", "deps": list(DEMO_WORLD_CODE),
+        stages[DEMO_WORLD_STAGE] = {"cmd": "${DOZENS} generate --force", "deps": list(DEMO_WORLD_CODE),
                                 "params": ["demo"], "outs": [relative(config.datasets[n].raw) for n in generated]}
     for name, stage in STAGES.items():
         loop, variable = _LOOPS.get(stage.partitioned_by, (None, None))
@@ -67,17 +68,17 @@ def dvc_stages(config) -> dict:
         outs = [{tracked: {"persist": True}} if stage.resumable else tracked]
         if not stage.published and stage.dvc_output is None:
             outs.append(relative(stamp_path(stage.output(config, variable))))  # a model folder holds its stamp
-        entry = {"cmd": f"${{DG}} --select {name}" + (f" --partition {variable}" if variable else ""),
+        entry = {"cmd": f"${{DOZENS}} materialize {name}" + (f" --partition {variable}" if variable else ""),
                  "deps": deps}
         if stage.dvc_params:
             entry["params"] = list(stage.dvc_params)
-        if stage.dvc_metrics:
-            entry["metrics"], outs = [tracked], outs[1:]
+        if stage.dvc_metrics is not None:
+            entry["metrics"] = [relative(stage.dvc_metrics(config, variable))]
         if stage.dvc_plot is not None and not _inside(plot := relative(stage.dvc_plot[0](config, variable)), tracked):
             outs.append(plot)
         entry["outs"] = outs
         stages[name] = {"foreach": loop, "do": entry} if loop else entry
-    return {"vars": [{"DG": DAGSTER}], "stages": stages, "plots": _plots(config, relative)}
+    return {"vars": [{"DOZENS": DOZENS}], "stages": stages, "plots": _plots(config, relative)}
 
 
 def _plots(config, relative) -> list[dict]:

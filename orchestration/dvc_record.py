@@ -5,6 +5,7 @@ with the runner that nothing is stale.
 
 DVC lives in its own virtualenv (its antlr4 pin breaks Dagster's selection parser: docs in the Makefile),
 so it is called as a program: ``$DOZENS_DVC``, else the project's ``.dvc-venv/bin/dvc``, else ``dvc`` on PATH.
+``DOZENS_DVC=off`` turns the recording off (DVC hashes a stage's dependencies, a whole raw release too).
 """
 
 import os
@@ -39,7 +40,7 @@ def is_dvc_project(config) -> bool:
 def commit_to_dvc(config, steps, report: Callable[[str], None] = print) -> bool:
     """``dvc commit`` the stages of ``steps`` ((asset, partition) pairs that ran) when the config's folder is a
     DVC project; a problem is reported, never raised (the run itself succeeded). True when committed."""
-    if not steps or not is_dvc_project(config):
+    if not steps or not is_dvc_project(config) or os.environ.get(DVC_ENV) == "off":
         return False
     project = config.path.parent
     dvc = dvc_executable(project)

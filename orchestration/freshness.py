@@ -9,8 +9,8 @@ a change in one dataset re-runs exactly what depends on it.
 
 Every output carries its data version on disk (a store's pointer, a file's stamp: assets.versions), so
 what another tool put there (``dvc checkout`` of another revision, ``dvc pull`` into a fresh clone, a DVC
-run-cache restore) is recognised: orchestration.asset_graph.record_restored_versions reports it to the Dagster instance as a
-materialisation before anything plans or reads from it, and the UI, the runner and DVC agree on it.
+run-cache restore) is recognised: asset_graph.record_restored_versions reports it to the Dagster instance
+as a materialisation before anything plans or reads from it, and the UI, the runner and DVC agree on it.
 """
 
 import hashlib

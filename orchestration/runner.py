@@ -12,7 +12,7 @@ import dagster as dg
 from orchestration.asset_graph import RAW_SOURCE, record_observations, record_restored_versions, source_versions
 from orchestration.console import PROGRESS, write_run_log
 from orchestration.freshness import step_state
-from orchestration.stages import STAGES, every_step, pipeline_steps
+from orchestration.stages import STAGES, every_step, pipeline_steps, upstream_steps
 
 
 @dataclass
@@ -52,10 +52,12 @@ def _console_logging() -> dict:
 
 
 def materialize_step(config, instance: dg.DagsterInstance, asset: str, partition: str | None) -> StepOutcome:
-    """One Dagster run of one asset (partition), with its event log written to a file."""
+    """One Dagster run of one asset (partition), with its event log written to a file. What another tool
+    restored upstream of it is recorded first: Dagster notes its inputs' versions when the run starts."""
     from orchestration.definitions import build_definitions
 
     started = time.perf_counter()
+    record_restored_versions(config, instance, upstream_steps(config, asset, partition))
     result = dg.materialize(list(build_definitions(config).assets), selection=[asset], partition_key=partition,
                             instance=instance, raise_on_error=False, run_config=_console_logging())
     PROGRESS.clear()

@@ -38,7 +38,8 @@ class Stage:
     # what DVC tracks, when more than the output: a model's folder holds its training checkpoint too
     dvc_output: Callable | None = None
     resumable: bool = False  # a killed run goes on from what it left there (DVC must not delete it)
-    dvc_metrics: bool = False  # its output is a metrics file (`dvc metrics show/diff`)
+    # its scores as a metrics file (`dvc metrics show/diff`): (config, partition) -> path
+    dvc_metrics: Callable | None = None
     # data DVC draws as plots (`dvc plots show/diff`): (config, partition) -> path, and the plot's fields
     dvc_plot: tuple[Callable, dict] | None = None
 
@@ -110,7 +111,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                                     store_input(config, p)],
           settings=lambda config, p: None,
           output=lambda config, p: config.benchmark_latest_path(p),
-          partitioned_by=BENCHMARKS, needs_training=True, dvc_metrics=True,
+          partitioned_by=BENCHMARKS, needs_training=True,
+          dvc_metrics=lambda config, p: config.benchmark_metrics_path(p),
           dvc_plot=(lambda config, p: config.benchmark_curve_path(p),
                     {"x": "threshold_mm", "y": ["initial", "final"], "x_label": "threshold (mm)",
                      "y_label": "PCK (%)"})),
@@ -133,6 +135,7 @@ def pipeline_steps(config) -> list[tuple[str, list]]:
 # stage). Their own packages only: the helpers they import (stores, cameras) do not shape the raw files,
 # and an edit there should not regenerate the world (minutes of MediaPipe)
 DEMO_WORLD_CODE = ("assets/synthetic", "assets/real")
+DEMO_WORLD_STAGE = "demo_world"
 REAL_RECORDING = "pose2sim_demo"  # the converter of the real recording `dozens generate` builds
 
 
@@ -148,6 +151,17 @@ def generated_datasets(config) -> tuple[list[str], list[str]]:
 def every_step(config) -> list[tuple[str, str | None]]:
     """(stage, partition) of every step the config defines, in dependency order."""
     return [(name, partition) for name, parts in pipeline_steps(config) for partition in parts]
+
+
+def upstream_steps(config, name: str, partition: str | None = None) -> list[tuple[str, str | None]]:
+    """Every step a step reads, directly or through others, in dependency order."""
+    found, todo = set(), list(STAGES[name].inputs(config, partition))
+    while todo:
+        step = todo.pop()
+        if step not in found:
+            found.add(step)
+            todo += STAGES[step[0]].inputs(config, step[1])
+    return [step for step in every_step(config) if step in found]
 
 
 def converter_file(converter: str) -> str:

@@ -23,10 +23,12 @@ import yaml
 
 from assets.versions import stamped_data_version
 from orchestration.config import load_config
+from orchestration.definitions import build_definitions
 from orchestration.dvc_file import dvc_yaml_text
 from orchestration.dvc_record import commit_to_dvc
 from orchestration.freshness import latest_data_version
 from orchestration.runner import materialize_step, observe_and_plan, run_pipeline
+from orchestration.stages import DEMO_WORLD_STAGE, every_step
 from pipeline_config import TINY_ACAE, TINY_TRAINING, write_config
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,7 @@ DVC = PROJECT / ".dvc-venv" / "bin" / "dvc"
 DATASETS = ["demo_h36m", "demo_lsp2d", "demo_multiview2d", "demo_smpl"]
 TRAINING_STAGES = ["acae", "all_skeleton_pseudo_gt", "final_model", "initial_model", "training_pool"]
 TRACKED = ("data/raw", "data/stores/dataset", "data/stores/pseudo_gt", "data/stores/all_skeleton_pseudo_gt",
-           "data/models", "data/benchmarks/latest", "data/benchmarks/pck")
+           "data/models", "data/benchmarks/latest", "data/benchmarks/metrics", "data/benchmarks/pck")
 
 pytestmark = pytest.mark.skipif(not DVC.exists(), reason="DVC lives in .dvc-venv; create it with `make setup`")
 
@@ -65,6 +67,19 @@ def _contents(project) -> dict[str, str]:
     """sha256 of every file DVC tracks, by path."""
     return {file.relative_to(project).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
             for folder in TRACKED for file in sorted((project / folder).rglob("*")) if file.is_file()}
+
+
+def _stale_in_dagster(project) -> list:
+    """The steps Dagster's own staleness (the UI's "stale" markers) does not call fresh."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    config = load_config(project / "params.yaml")
+    graph = build_definitions(config).resolve_asset_graph()
+    with dg.DagsterInstance.local_temp(str(project / ".dagster_home")) as instance:
+        resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+        return [(asset, partition) for asset, partition in every_step(config)
+                if resolver.get_status(dg.AssetKey(asset), partition) != StaleStatus.FRESH]
 
 
 def _plan(project):
@@ -99,7 +114,7 @@ def project(tiny_world, tmp_path_factory):
     assert sorted(o.label for o in built if o.status == "ran") == sorted(
         [f"dataset[{n}]" for n in DATASETS] + ["pseudo_gt[demo_multiview2d]", "benchmark[demo_h36m]",
                                                *TRAINING_STAGES])
-    assert commit_to_dvc(load_config(config), [("demo_world", None), *ran], report=lambda _: None)
+    assert commit_to_dvc(load_config(config), [(DEMO_WORLD_STAGE, None), *ran], report=lambda _: None)
     _git(project, "add", "-A")
     _git(project, "commit", "-qm", "built by dozens")
     return project
@@ -109,6 +124,7 @@ def test_after_dozens_runs_dvc_finds_nothing_to_do_and_sees_code_edits_as_dozens
     assert "up to date" in _dvc(project, "status")
     assert _ran_stages(_dvc(project, "repro")) == []
     assert _plan(project) == []
+    assert _stale_in_dagster(project) == []
     # the cache holds every output, linked (not copied) into the workspace
     store_file = next((project / "data" / "stores" / "dataset" / "demo_h36m").rglob("zarr.json"))
     assert store_file.stat().st_nlink > 1 or store_file.is_symlink()
@@ -141,11 +157,11 @@ def test_an_experiment_with_another_mode_then_a_checkout_of_the_previous_revisio
               if run.get("name") == "latent"]
     assert latent, experiments
     assert latent[0]["data"]["params"]["params.yaml"]["data"]["training"]["final"]["mode"] == "latent"
-    assert "final" in latent[0]["data"]["metrics"]["data/benchmarks/latest/demo_h36m.json"]["data"]
+    assert "final" in latent[0]["data"]["metrics"]["data/benchmarks/metrics/demo_h36m.json"]["data"]
     _git(project, "commit", "-qam", "latent mode")
 
     # the parameter's effect, the DVC way
-    scores = json.loads(_dvc(project, "metrics", "diff", "HEAD~1", "--json"))["data/benchmarks/latest/demo_h36m.json"]
+    scores = json.loads(_dvc(project, "metrics", "diff", "HEAD~1", "--json"))["data/benchmarks/metrics/demo_h36m.json"]
     assert scores["final.mpjpe_mm"]["diff"] != 0 and "initial.mpjpe_mm" not in scores
     plots = json.loads(_dvc(project, "plots", "diff", "HEAD~1", "--json"))["data"]
     for curve in ("data/benchmarks/pck/demo_h36m.json", "data/models/final/history.json"):
@@ -156,6 +172,7 @@ def test_an_experiment_with_another_mode_then_a_checkout_of_the_previous_revisio
     _dvc(project, "checkout")
     assert _contents(project) == before
     assert _plan(project) == []
+    assert _stale_in_dagster(project) == []  # the UI agrees
     with dg.DagsterInstance.local_temp(str(project / ".dagster_home")) as instance:
         assert latest_data_version(instance, "final_model") == final_before
         record = instance.fetch_materializations(dg.AssetKey("final_model"), limit=1).records[0]
@@ -190,8 +207,10 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_artifact(project, remo
         # computes the data version the original run did
         pulled = stamped_data_version(clone / "data/benchmarks/latest/demo_h36m.json")
         with dg.DagsterInstance.local_temp(str(clone / ".dagster_home")) as instance:
-            assert materialize_step(load_config(clone / "params.yaml"), instance, "benchmark", "demo_h36m").status == "ran"
+            step = materialize_step(load_config(clone / "params.yaml"), instance, "benchmark", "demo_h36m")
+        assert step.status == "ran", step.error
         assert stamped_data_version(clone / "data/benchmarks/latest/demo_h36m.json") == pulled
         _dvc(clone, "commit", "-f", "benchmark@demo_h36m")
     assert _plan(clone) == []  # a fresh Dagster instance learns every version from what DVC restored
+    assert _stale_in_dagster(clone) == []
     assert "up to date" in _dvc(clone, "status")
