@@ -170,8 +170,9 @@ def _sources(config, asset: str) -> list[str]:
 def _input_provenance(config, instance: dg.DagsterInstance, asset: str, partition: str | None) -> dict:
     """The input tags Dagster gives a materialisation of ``asset`` (``partition``) made by a run now, so that
     the UI judges a restored version as it would the same version made by a run: per input asset, the data
-    version of what it reads (several partitions: a sha256 of their latest materialisations' versions in
-    partition order, as Dagster computes it) and the storage id of its latest event."""
+    version of what it reads and the storage id of its latest event. A partitioned input's version is, as
+    Dagster computes it, a sha256 of the partitions' latest materialised versions in partition order (for a
+    source, whose partitions are observed and never materialised, the sha256 of nothing: Dagster's too)."""
     reads: dict[str, list] = {}
     for upstream, upstream_partition in STAGES[asset].inputs(config, partition):
         reads.setdefault(upstream, []).append(upstream_partition)
