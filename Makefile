@@ -5,14 +5,14 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo test repro dagster-ui clean-data
+.PHONY: setup real-recording-cache demo test repro dagster-ui clean-data
 
-# the two environments are independent: built side by side. --no-compile: modules are byte-compiled when
+# the two environments and the download cache are independent: built side by side. --no-compile: modules are byte-compiled when
 # first imported, not all of torch's and DVC's at install time
 PIP_INSTALL = pip install -q --disable-pip-version-check --no-compile
 
 setup:
-	$(MAKE) -j2 .venv/.installed .dvc-venv/.installed
+	$(MAKE) -j3 .venv/.installed .dvc-venv/.installed real-recording-cache
 
 .venv/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv
@@ -26,6 +26,11 @@ DVC_REQUIREMENT = dvc[s3]>=3.60,<4
 	$(PYTHON) -m venv .dvc-venv
 	.dvc-venv/bin/$(PIP_INSTALL) "$(DVC_REQUIREMENT)"
 	touch $@
+
+# the real recording's inputs from PyPI (the Pose2Sim wheel, MediaPipe's virtualenv; in data/cache or
+# $DOZENS_CACHE), fetched beside the installs (standard library only): the demo and the tests read them
+real-recording-cache:
+	$(PYTHON) -m assets.real.cache
 
 # the demo records what it built with DVC (orchestration/dvc_record.py): both venvs
 demo: setup

@@ -4,6 +4,9 @@ Everything here is fetched from PyPI with pip, once, into ``data/cache/`` under 
 ``$DOZENS_CACHE``). The wheel is only *read* (as a zip), never installed: Pose2Sim's dependencies are not
 needed to use its demo data. MediaPipe pins protobuf<5 and brings OpenCV, JAX and matplotlib, so it gets
 a virtualenv of its own instead of the project's; detection runs there as a subprocess.
+
+``python3 -m assets.real.cache`` fetches both (`make setup` runs it beside the other installs). This module
+needs only the standard library, so that it can run before the project's virtualenv exists.
 """
 
 import hashlib
@@ -14,8 +17,6 @@ import sys
 import uuid
 import zipfile
 from pathlib import Path
-
-from assets.converters.raw_io import RawDataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POSE2SIM_REQUIREMENT = "pose2sim==0.10.49"
@@ -76,6 +77,8 @@ def pose2sim_wheel(cache: Path | None = None, *, download: bool = True) -> Path:
 
 def read_member(archive: Path, member: str) -> bytes:
     """One file of a zip archive (a wheel); errors name the archive and the member."""
+    from assets.converters.raw_io import RawDataError  # numpy: not while `make setup` prepares the cache
+
     try:
         with zipfile.ZipFile(archive) as zf:
             return zf.read(member)
@@ -112,3 +115,7 @@ def venv_python(name: str, requirements, cache: Path | None = None, *, create: b
 def mediapipe_python(cache: Path | None = None, *, create: bool = True) -> Path:
     """Interpreter of the MediaPipe virtualenv in the cache."""
     return venv_python("mediapipe-venv", MEDIAPIPE_REQUIREMENTS, cache, create=create)
+
+
+if __name__ == "__main__":
+    print(f"real recording inputs: {pose2sim_wheel()} and {mediapipe_python()}")
