@@ -7,8 +7,8 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup real-recording-cache demo test repro dagster-ui clean-data
 
-# the two environments and the download cache are independent: built side by side. --no-compile: modules are byte-compiled when
-# first imported, not all of torch's and DVC's at install time
+# the two environments and the download cache are independent: built side by side. --no-compile: modules
+# are byte-compiled when first imported, not all of torch's and DVC's at install time
 PIP_INSTALL = pip install -q --disable-pip-version-check --no-compile
 
 setup:

@@ -119,7 +119,7 @@ def stamp(path, data_version: str) -> Location:
     has ``data_version``: a small file written after it, which names the content it vouches for (sha256),
     so that the data version of what is on disk is known after any restore (``dvc checkout``, ``dvc pull``)
     and a stamp never vouches for other content (a writer killed between the two writes)."""
-    record = {"data_version": data_version, "sha256": hashlib.sha256(read_bytes(path)).hexdigest()}
+    record = {"data_version": data_version, "sha256": _content_sha256(path)}
     return write_bytes_atomically(stamp_path(path), json.dumps(record, indent=1).encode())
 
 
@@ -128,13 +128,28 @@ def stamped_data_version(path) -> str | None:
     missing or unreadable, or the file is not the content the stamp names."""
     try:
         record = json.loads(stamp_path(path).read_text())
-        content = read_bytes(path)
+        if not isinstance(record, dict) or record.get("sha256") != _content_sha256(path):
+            return None
     except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(content).hexdigest():
         return None
     version = record.get("data_version")
     return version if isinstance(version, str) else None
+
+
+_LOCAL_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256: a plan reads each stamp twice
+
+
+def _content_sha256(path) -> str:
+    """sha256 of a file's content; a local file's is hashed once per content (files are replaced by rename,
+    which gives them a new inode), however often a plan and its runs ask."""
+    path = as_location(path)
+    if is_remote(path):
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    status = path.stat()
+    key = (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
+    if key not in _LOCAL_DIGESTS:
+        _LOCAL_DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _LOCAL_DIGESTS[key]
 
 
 class VersionWriter:

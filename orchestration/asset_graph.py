@@ -176,7 +176,8 @@ def _input_provenance(config, instance: dg.DagsterInstance, asset: str, partitio
     reads: dict[str, list] = {}
     for upstream, upstream_partition in STAGES[asset].inputs(config, partition):
         reads.setdefault(upstream, []).append(upstream_partition)
-    for source in _sources(config, asset):
+    sources = _sources(config, asset)
+    for source in sources:
         reads[source] = [partition]
     tags = {}
     for upstream, upstream_partitions in reads.items():
@@ -184,7 +185,7 @@ def _input_provenance(config, instance: dg.DagsterInstance, asset: str, partitio
         records = instance.get_asset_records([key])
         entry = records[0].asset_entry if records else None
         event = entry and (entry.last_materialization_record or entry.last_observation_record)
-        if event is None and upstream in _sources(config, asset):  # not every storage keeps a last observation
+        if event is None and upstream in sources:  # not every storage keeps a last observation
             event = next(iter(instance.fetch_observations(key, limit=1).records), None)
         if event is None:
             continue

@@ -1,10 +1,10 @@
 """dvc.yaml, written from the stage table (orchestration/stages.py) so that DVC and dozens agree.
 
-Each stage runs the same Dagster materialisation as the UI and ``dozens demo`` (``dozens materialize``); its dependencies are the
-files of the code it runs (the same files its code version hashes), the outputs of the stages it reads,
-and the params.yaml keys of its settings. Its outputs are what is published (a store's versions and
-pointer, a file and its stamp: assets.versions), cached by DVC; the benchmark's scores are DVC metrics,
-and loss and PCK curves DVC plots. Regenerate after changing the table:
+Each stage runs the same Dagster materialisation as the UI and ``dozens demo`` (``dozens materialize``);
+its dependencies are the files of the code it runs (the same files its code version hashes), the outputs
+of the stages it reads, and the params.yaml keys of its settings. Its outputs are what is published (a
+store's versions and pointer, a file and its stamp: assets.versions), cached by DVC; the benchmark's
+scores are DVC metrics, and loss and PCK curves DVC plots. Regenerate after changing the table:
 
     .venv/bin/python -m orchestration.dvc_file          # rewrites dvc.yaml
     .venv/bin/python -m orchestration.dvc_file --check  # exit 1 if dvc.yaml is out of date
