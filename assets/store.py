@@ -372,7 +372,24 @@ class DatasetStore:
 
     def __init__(self, path):
         self.location = as_location(path)
-        self.path = self.location if (self.location / "zarr.json").exists() else resolve_version(self.location)
+        if (self.location / "zarr.json").exists():
+            self.path = self.location
+            self._open()
+            return
+        self.path = resolve_version(self.location)
+        while True:
+            try:
+                self._open()
+                return
+            except (FileNotFoundError, StoreSchemaError):
+                # the version was current when resolved, then superseded twice and pruned while it was being
+                # opened (a busy writer): open the one published now; a damaged current version still raises
+                current = resolve_version(self.location)
+                if current == self.path:
+                    raise
+                self.path = current
+
+    def _open(self) -> None:
         if not (self.path / "zarr.json").exists():
             raise FileNotFoundError(f"no dataset store at {self.path} (expected a Zarr v3 group with zarr.json)")
         try:

@@ -14,7 +14,8 @@ import pytest
 from assets.converters import get_converter
 from assets.converters.common import convert
 from assets.folder_swap import staging_path, swap_into_place
-from assets.store import StoreCorruptionError, open_store
+from assets.store import StoreCorruptionError, open_store, write_store
+from assets.versions import resolve
 from model.data import StoreExamples
 from orchestration.cli import main
 from pipeline_config import write_config
@@ -157,6 +158,28 @@ def test_readers_never_see_a_half_published_store(h36m_store, tmp_path):
     assert proc.returncode == 0, proc.stderr.read()
     assert reads > 0
     assert json.loads((location / "current.json").read_text())["data_version"] == "v11"
+
+
+def test_a_reader_whose_version_is_pruned_while_it_opens_gets_the_current_one(h36m_store, tmp_path, monkeypatch):
+    """The race a busy writer makes: the pointer is read, then two publishes prune that version before it is
+    opened. The reader opens what is current then (a damaged current version still raises)."""
+    import assets.store as store_module
+
+    location = tmp_path / "busy"
+    shutil.copytree(h36m_store.parent, location)
+    gone = resolve(location)
+    source = open_store(h36m_store)
+    arrays = {name: source.load(name) for name in source.array_names}
+    attrs = {k: v for k, v in source.attrs.items() if k not in ("counts", "num_examples", "created")}
+    for version in ("v1", "v2"):
+        write_store(location, arrays, attrs, data_version=version)
+    assert not gone.exists()
+    real_resolve = store_module.resolve_version
+    answers = iter([gone])
+    monkeypatch.setattr(store_module, "resolve_version", lambda where: next(answers, None) or real_resolve(where))
+    store = open_store(location)
+    assert store.path == resolve(location)
+    np.testing.assert_array_equal(store.load("frame"), source.load("frame"))
 
 
 def test_a_folder_swap_killed_after_its_second_rename_leaves_no_copy_behind(tmp_path):
