@@ -5,7 +5,8 @@ Training modes differ in what the network's head predicts (method.md §7):
 - ``latent``: the autoencoder's latent keypoints, decoded into all joints by its decoder;
 - ``hybrid``: latents and joints; inference uses the decoded latents.
 
-``load(path).predict(crops, intrinsics, skeleton="smpl_24")`` gives camera-frame millimetres.
+``load(path).predict(crops, intrinsics, skeleton="smpl_24")`` gives camera-frame millimetres for person
+crops; ``load(path).detect_poses(image, skeleton="smpl_24")`` finds and estimates everyone in a whole image.
 """
 
 import json
@@ -85,6 +86,18 @@ class PoseEstimator(torch.nn.Module):
         if skeleton is not None:
             joints = joints[:, skeleton_joint_indices(self.joint_names, skeleton)]
         return joints.float().cpu().numpy()
+
+    def detect_poses(self, image, skeleton: str | None = None, **options) -> dict[str, np.ndarray]:
+        """Everyone's pose in a whole image of any size; see ``model.detection.detect_poses``."""
+        from model.detection import detect_poses
+
+        return detect_poses(self, image, skeleton, **options)
+
+    def detect_poses_batched(self, images, skeleton: str | None = None, **options) -> list[dict[str, np.ndarray]]:
+        """``detect_poses`` for a sequence of images (video frames) in shared network batches."""
+        from model.detection import detect_poses_batched
+
+        return detect_poses_batched(self, images, skeleton, **options)
 
     def skeletons(self) -> list[str]:
         return list(dict.fromkeys(split_union_joint_name(name)[1] for name in self.joint_names))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from assets.cameras import Camera, reproject_image
+from assets.person_crops import person_crop_camera
 from assets.converters.interface import ConverterOptions, resolve_options
 from assets.converters.raw_io import RawDataError
 from assets.converters.video import VideoFrames
@@ -33,8 +34,6 @@ from assets.store import IMAGES_PER_SHARD, SPLITS, StoreWriter
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 128
-# the square crop side relative to the larger side of the tight box around the labelled joints
-BOX_PADDING = 1.3
 # Uncalibrated images get a narrow-FOV pinhole, as MeTRAbs does for 2D-only data
 ASSUMED_FOV_DEGREES = 8.0
 
@@ -125,14 +124,7 @@ def canonical_crop(example: RawExample, image: np.ndarray, image_size: int) -> d
         example.crop_box, (w, h))
 
     frame_cam = example.frame_camera
-    center_uv = box[:2] + box[2:] / 2
-    center_ray = np.append(frame_cam.image_to_normalized(center_uv), 1.0)
-    side_px = max(box[2], box[3], 1.0) * BOX_PADDING
-    # the box's angular size at the principal ray decides the virtual focal length
-    half = frame_cam.image_to_normalized(np.array([center_uv - [side_px / 2, 0], center_uv + [side_px / 2, 0]]))
-    side_normalized = max(np.linalg.norm(half[1] - half[0]), 1e-6)
-    focal = image_size / side_normalized
-    virtual = frame_cam.looking_at(center_ray, focal, image_size)
+    virtual = person_crop_camera(frame_cam, box, image_size)
     crop = reproject_image(image, file_camera, virtual, (image_size, image_size))
 
     rotation = virtual.R @ frame_cam.R.T  # frame camera coords -> virtual camera coords

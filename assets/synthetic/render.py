@@ -300,3 +300,26 @@ def render_crop(
     image[:, (u < -0.5) | (u >= frame_size[0] - 0.5)] = 0.0
     image[(v < -0.5) | (v >= frame_size[1] - 0.5)] = 0.0
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def render_people(
+    camera: Camera,
+    frame_size: tuple[int, int],
+    figures: list[Figure],
+    scene: Scene | None = None,
+) -> np.ndarray:
+    """uint8 [H, W, 3] whole frame of ``frame_size`` = (W, H) showing every figure, nearer ones in front.
+
+    No figures gives the empty scene; the shadow falls below the first figure.
+    """
+    light = _DEFAULT_LIGHT if scene is None else scene.light
+    w, h = frame_size
+    colour, depth = np.zeros((h, w, 3), dtype=np.float32), np.full((h, w), np.inf)
+    for figure in figures:
+        figure_colour, figure_depth = _draw_figure(camera, figure, frame_size, light)
+        nearer = figure_depth < depth
+        colour[nearer], depth[nearer] = figure_colour[nearer], figure_depth[nearer]
+    if scene is not None:
+        backdrop = _backdrop(camera, scene, frame_size, figures[0].ground_xy if figures else None)
+        colour = np.where(np.isfinite(depth)[..., None], colour, backdrop)
+    return np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
