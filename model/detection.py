@@ -23,12 +23,12 @@ import numpy as np
 
 from assets.cameras import Camera, reproject_image
 from assets.person_crops import BOX_PADDING, person_crop_camera
+from model.inference import DEFAULT_FOV_DEGREES
 
 if TYPE_CHECKING:
     from model.estimator import PoseEstimator
 
 Detector = Callable[[np.ndarray], np.ndarray]
-DEFAULT_FOV_DEGREES = 55.0  # a typical phone/webcam field of view, as the paper's models assume
 DEFAULT_DETECTION_THRESHOLD = 0.5
 PREDICT_BATCH = 64
 
@@ -131,8 +131,10 @@ class _Pyramid:
             h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
             if h < 2 or w < 2:
                 return self.levels[-1]
-            quads = image[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2, 3)
-            smaller = np.rint(quads.mean(axis=(1, 3))).astype(np.uint8)
+            total = image[0:h:2, 0:w:2].astype(np.uint16)  # four uint8 values fit; ~10x faster than a float mean
+            for dy, dx in ((0, 1), (1, 0), (1, 1)):
+                total += image[dy:h:2, dx:w:2]
+            smaller = ((total + 2) >> 2).astype(np.uint8)  # the rounded mean
             # pixel i of the reduction averages pixels 2i and 2i + 1, so it sits at 2i + 0.5
             self.levels.append((smaller, camera.cropped((0.5, 0.5, w, h), (w // 2, h // 2))))
         return self.levels[index]

@@ -257,7 +257,47 @@ def predict(args) -> int:
     return 0
 
 
+def _threshold_argument(text: str) -> float:
+    from model.detect_files import check_threshold
+
+    try:
+        return check_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--threshold: ")) from None
+
+
+def _batch_size_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of frames, got {text!r}")
+    return value
+
+
+def detect(args) -> int:
+    from model.detect_files import detect_path, read_camera
+    from model.inference import load_estimator
+    from model.media import open_media
+    from orchestration.console import PROGRESS
+
+    media = open_media(args.path)  # the cheap checks first: a wrong path fails before the model loads
+    read_camera(args.intrinsics, args.fov)
+    estimator = load_estimator(args.model)
+    try:
+        summary = detect_path(estimator, media, skeleton=None if args.skeleton == "all" else args.skeleton,
+                              out=args.out, render_dir=args.render, fov_degrees=args.fov,
+                              intrinsics_file=args.intrinsics, threshold=args.threshold,
+                              flip_test=not args.no_flip, batch_size=args.batch_size, progress=PROGRESS.show)
+    finally:
+        PROGRESS.clear()
+    print(summary.describe(), file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
 def main(argv=None) -> int:
+    from model.detection import DEFAULT_DETECTION_THRESHOLD
     from orchestration.config import load_config
 
     parser = argparse.ArgumentParser(prog="dozens", description=__doc__)
@@ -291,6 +331,25 @@ def main(argv=None) -> int:
     camera.add_argument("--intrinsics", help="JSON file: crop file name -> 3x3 intrinsic matrix of the crop "
                         "as stored")
     pred.add_argument("--out", default="-", help="output JSON file (default: stdout)")
+    det = sub.add_parser("detect", help="3D poses of everyone in an image, a folder of images or a video "
+                                        "(built-in person detector)")
+    det.add_argument("path", help="an image file, a folder of images (sorted by name) or a video")
+    det.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
+    det.add_argument("--skeleton", default="smpl_24", help="output skeleton format ('all' for every joint)")
+    det_camera = det.add_mutually_exclusive_group()
+    det_camera.add_argument("--fov", type=_fov_argument, default=None, help="field of view across the larger "
+                            "side of the images in degrees, strictly between 0 and 180 (default 55)")
+    det_camera.add_argument("--intrinsics", help='JSON file {"K": 3x3 matrix, "dist": [k1, k2, p1, p2, k3]} '
+                            "(dist optional): the camera of every image/frame at its stored resolution")
+    det.add_argument("--out", default="poses.json", help="output JSON file, '-' for stdout (default poses.json)")
+    det.add_argument("--render", metavar="DIR", help="also write every image/frame with the poses drawn on it "
+                                                     "to DIR (<name>.jpg)")
+    det.add_argument("--threshold", type=_threshold_argument, default=DEFAULT_DETECTION_THRESHOLD,
+                     help="person detector confidence from which a person counts, 0 to 1 (default %(default)s)")
+    det.add_argument("--no-flip", action="store_true", help="skip averaging with the mirrored crop (faster, a "
+                                                            "little less accurate)")
+    det.add_argument("--batch-size", type=_batch_size_argument, default=8,
+                     help="frames per model call (default 8)")
     verify = sub.add_parser("verify", help="read every chunk of the published stores and check it (checksums, "
                                            "missing files, schema)")
     verify.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
@@ -316,6 +375,8 @@ def dispatch(args, load_config) -> int:
     os.environ["DOZENS_VERBOSE"] = "1" if args.verbose else ""
     if args.command == "predict":
         return predict(args)
+    if args.command == "detect":
+        return detect(args)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     config = load_config(args.config)
     if args.command == "verify":
