@@ -25,6 +25,7 @@ POSE2SIM_WHEEL = "pose2sim-0.10.49-py3-none-any.whl"
 # and OpenCV (the video decoder) are pinned to the versions the recorded detections were made with.
 MEDIAPIPE_REQUIREMENTS = ("mediapipe==0.10.14", "numpy==2.4.6", "opencv-contrib-python==5.1.0.95")
 _VENV_READY_MARK = ".dozens-ready"
+MEDIAPIPE_VENV = "mediapipe-venv"
 
 
 class AcquisitionError(RuntimeError):
@@ -114,7 +115,25 @@ def venv_python(name: str, requirements, cache: Path | None = None, *, create: b
 
 def mediapipe_python(cache: Path | None = None, *, create: bool = True) -> Path:
     """Interpreter of the MediaPipe virtualenv in the cache."""
-    return venv_python("mediapipe-venv", MEDIAPIPE_REQUIREMENTS, cache, create=create)
+    return venv_python(MEDIAPIPE_VENV, MEDIAPIPE_REQUIREMENTS, cache, create=create)
+
+
+def mediapipe_model(relative: str, cache: Path | None = None) -> Path:
+    """A model file of the MediaPipe wheel in the cached virtualenv, e.g. ``pose_detection/pose_detection.tflite``
+    (relative to ``mediapipe/modules``); never creates the virtualenv.
+
+    The venv's Python version is whatever ``make setup`` ran with, so its site-packages folder is looked up
+    rather than assumed. A venv without its ready mark is a half-finished install whose files may be cut short.
+    """
+    venv = Path(cache or cache_dir()) / MEDIAPIPE_VENV
+    found = sorted(venv.glob(f"lib/python3*/site-packages/mediapipe/modules/{relative}"))
+    if found and (venv / _VENV_READY_MARK).is_file():
+        return found[-1]
+    expected = found[-1] if found else (venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+                                        / "site-packages" / "mediapipe" / "modules" / relative)
+    state = "is from an unfinished install" if found else "is missing"
+    raise AcquisitionError(f"the MediaPipe model {expected} {state}: run `make setup` "
+                           f"(or `python3 -m assets.real.cache`) to install MediaPipe into {venv}")
 
 
 if __name__ == "__main__":
