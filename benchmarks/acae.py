@@ -35,7 +35,7 @@ the joints and the training mean; the centroid is added back exactly at reconstr
 translation for free (3 numbers per pose beyond its 144 coordinates), as the ACAE gets it from its affine
 weights; it must still model the global rotation, which the ACAE is equivariant to.
 
-Run:  .venv/bin/python benchmarks/acae.py [--quick] [--threads N] [--device cpu|cuda] [--datasets demo,large,pipeline]
+Run:  .venv/bin/python benchmarks/acae.py [--quick] [--steps N] [--threads N] [--device cpu|cuda] [--datasets demo,large,pipeline]
 """
 
 import argparse
@@ -148,6 +148,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all available cores)")
     parser.add_argument("--device", default="cpu", help="device for the ACAE fits (default cpu: the target is CPU fit time)")
     parser.add_argument("--datasets", default="demo,large,pipeline", help="which of demo, large, pipeline to run")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of every fitted ACAE "
+                        "(default: the fit's own, 300 with --quick)")
     parser.add_argument("--pseudo-gt", type=Path, default=Path("data/stores/all_skeleton_pseudo_gt.zarr"),
                         help="the pipeline's all-skeleton pseudo-GT (skipped when absent)")
     args = parser.parse_args(argv)
@@ -159,6 +161,8 @@ def main(argv=None) -> None:
     else:
         sizes = {"demo": (30000, 6000), "large": (100000, 20000)}
         fit_kwargs = {}
+    if args.steps is not None:
+        fit_kwargs = dict(steps=args.steps)
     rows = []
     chosen = args.datasets.split(",")
     unknown = sorted(set(chosen) - {"demo", "large", "pipeline"})
@@ -178,7 +182,7 @@ def main(argv=None) -> None:
     if pipeline is not None:
         train, test, names = pipeline
         label = f"pipeline: {len(train)}+{len(test)} x {len(names)} joints"
-        rows += evaluate(label, train, test, names, dict(steps=300) if args.quick else {}, args.device)
+        rows += evaluate(label, train, test, names, fit_kwargs, args.device)
     elif "pipeline" in chosen:
         print(f"[pipeline] {args.pseudo_gt} not found: run `make demo` first to include the pipeline's pseudo-GT",
               file=sys.stderr)

@@ -35,7 +35,7 @@ def test_acae_benchmark_runs_on_the_pipeline_pseudo_gt_alone(tmp_path, capsys):
     poses, names = acae_benchmark.demo_world_poses(300, FORMATS, acae_benchmark.TRAIN_SEED)
     store = write_zarr_group(tmp_path / "pseudo_gt.zarr", {"poses": poses, "dataset": np.repeat([0, 1], 150)},
                              {"joint_names": names})
-    acae_benchmark.main(["--quick", "--datasets", "pipeline", "--pseudo-gt", str(store)])
+    acae_benchmark.main(["--quick", "--steps", "20", "--datasets", "pipeline", "--pseudo-gt", str(store)])
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("pipeline: 240+60 x 60 joints") for line in printed) == 7
 
