@@ -66,7 +66,8 @@ def generate(config, force: bool = False) -> bool:
     with ThreadPoolExecutor(max_workers=len(real) or 1) as threads, \
             ProcessPoolExecutor(max_workers=min(len(synthetic), os.cpu_count() or 1) or 1,
                                 mp_context=multiprocessing.get_context("spawn")) as processes:  # no fork beside a thread
-        builds = [threads.submit(_build_real_recording, config.datasets[name].raw, name, force) for name in real]
+        builds = [threads.submit(_build_real_recording, config.datasets[name].raw, name,
+                                 config.datasets[name].converter, force) for name in real]
         if synthetic:
             from assets.synthetic import generate_world
 
@@ -82,12 +83,14 @@ def generate(config, force: bool = False) -> bool:
     return True
 
 
-def _build_real_recording(raw, name: str, force: bool) -> None:
-    from assets.real.pose2sim import build
+def _build_real_recording(raw, name: str, converter: str, force: bool) -> None:
+    import importlib
+
+    from orchestration.stages import REAL_RECORDINGS
 
     started = time.perf_counter()
     print(f"{name}: acquiring the Pose2Sim demo videos and running BlazePose (cached under data/cache)")
-    build(raw, force=force)
+    importlib.import_module(REAL_RECORDINGS[converter]).build(raw, force=force, report=lambda m: print(f"{name}: {m}"))
     print(f"{name}: done in {time.perf_counter() - started:.1f} s")
 
 

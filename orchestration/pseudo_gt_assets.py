@@ -8,6 +8,8 @@ import time
 
 import dagster as dg
 
+from assets.converters import get_converter
+from assets.converters.raw_io import RawDataError
 from assets.pseudo_gt import triangulate_store, write_pseudo_gt_store
 from assets.preview import preview_png
 from assets.locations import local_copy
@@ -42,6 +44,28 @@ def pseudo_gt_metadata(stats: dict, store, seconds: float, published) -> dict:
     }
 
 
+def recording_metadata(converter: str, raw_root) -> dict:
+    """A real recording's tracking numbers (its converter's optional ``recording_statistics(raw_root)``):
+    each tracked person is a sequence of the pseudo-GT, so how often an identity switched belongs beside it."""
+    statistics = getattr(get_converter(converter), "recording_statistics", None)
+    if statistics is None:
+        return {}
+    try:
+        found = statistics(raw_root)
+    except RawDataError as exc:  # numbers to show, not a reason to fail a published store
+        return {"tracking_statistics_error": dg.MetadataValue.text(str(exc))}
+    metadata = {}
+    for key, value in found.items():
+        if isinstance(value, dict):
+            table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in value.items())
+            metadata[f"tracking_{key}"] = dg.MetadataValue.md(table)
+        elif isinstance(value, int):
+            metadata[f"tracking_{key}"] = dg.MetadataValue.int(value)
+        else:
+            metadata[f"tracking_{key}"] = dg.MetadataValue.float(float(value))
+    return metadata
+
+
 def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinition | None, list]:
     names = config.multiview_datasets
     if not names:
@@ -70,8 +94,10 @@ def build_pseudo_gt_assets(config: PipelineConfig) -> tuple[dg.PartitionsDefinit
         path = write_pseudo_gt_store(source, pseudo, config.pseudo_gt_store_path(name), progress=step_progress(context),
                                      data_version=version, gate=blocking_checks_gate(context, "pseudo_gt", checks))
         store = open_store(local_copy(path))
+        entry = config.datasets[name]
         return dg.MaterializeResult(
-            metadata=pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started, path),
+            metadata={**pseudo_gt_metadata(pseudo.stats, store, time.perf_counter() - started, path),
+                      **recording_metadata(entry.converter, entry.raw)},
             data_version=dg.DataVersion(version),
             check_results=checks,
         )

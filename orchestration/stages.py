@@ -132,11 +132,13 @@ def pipeline_steps(config) -> list[tuple[str, list]]:
 
 
 # the generators `dozens generate` runs to write the demo world's raw folders (dvc.yaml's `demo_world`
-# stage). Their own packages only: the helpers they import (stores, cameras) do not shape the raw files,
-# and an edit there should not regenerate the world (minutes of MediaPipe)
-DEMO_WORLD_CODE = ("assets/synthetic", "assets/real")
+# stage). Their own packages only, and the association of people across views and time, which decides
+# pose2sim_multi's tracks: the other helpers they import (stores, cameras) do not shape the raw files, and
+# an edit there should not regenerate the world (minutes of MediaPipe)
+DEMO_WORLD_CODE = ("assets/synthetic", "assets/real", "assets/association.py")
 DEMO_WORLD_STAGE = "demo_world"
-REAL_RECORDING = "pose2sim_demo"  # the converter of the real recording `dozens generate` builds
+# the real recordings `dozens generate` builds: converter -> the module whose build() writes its raw folder
+REAL_RECORDINGS = {"pose2sim_demo": "assets.real.pose2sim", "pose2sim_multi": "assets.real.pose2sim_multi"}
 
 
 def generated_datasets(config) -> tuple[list[str], list[str]]:
@@ -144,7 +146,7 @@ def generated_datasets(config) -> tuple[list[str], list[str]]:
     from assets.synthetic.world import DATASETS as SYNTHETIC
 
     synthetic = [name for name, entry in config.datasets.items() if entry.converter in SYNTHETIC]
-    real = [name for name, entry in config.datasets.items() if entry.converter == REAL_RECORDING]
+    real = [name for name, entry in config.datasets.items() if entry.converter in REAL_RECORDINGS]
     return synthetic, real
 
 

@@ -19,6 +19,7 @@ from assets.converters import CONVERTERS, get_converter
 from model.estimator import PoseEstimator
 from orchestration.config import load_config
 from orchestration.runner import run_pipeline
+from orchestration.stages import REAL_RECORDINGS
 from pipeline_config import TINY_ACAE
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_the_model_outputs_every_trained_format_including_the_2d_only_ones(real_
 
 def test_the_example_config_of_real_releases_names_every_real_converter():
     config = load_config(PROJECT / "configs" / "real.yaml")
-    real = {name for name in CONVERTERS if not name.startswith("demo_") and name != "pose2sim_demo"}
+    real = {name for name in CONVERTERS if not name.startswith("demo_") and name not in REAL_RECORDINGS}
     assert {entry.converter for entry in config.datasets.values()} == real
     trained = set(config.training.batch_3d) | set(config.training.batch_2d)
     assert {"coco", "mpii"} <= set(config.training.batch_2d) and trained <= set(config.datasets)

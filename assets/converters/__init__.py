@@ -10,6 +10,7 @@ CONVERTERS = {
     "demo_multiview2d": "assets.converters.demo_multiview2d",
     "demo_lsp2d": "assets.converters.demo_lsp2d",
     "pose2sim_demo": "assets.converters.pose2sim_demo",
+    "pose2sim_multi": "assets.converters.pose2sim_multi",
     "h36m": "assets.converters.h36m",
     "mpi_inf_3dhp": "assets.converters.mpi_inf_3dhp",
     "mpi_inf_3dhp_test": "assets.converters.mpi_inf_3dhp_test",

@@ -33,41 +33,29 @@ from assets.real.cache import (
     read_member,
     sha256_file,
 )
-from assets.real.qca import QcaCamera, read_qca
+from assets.real.qca import QcaCamera
+from assets.real.recording import (
+    CAMERAS,
+    DEFAULT_MAX_SYNC_OFFSET,
+    DEFAULT_TEST_FRACTION,
+    already_built,
+    check_build_arguments,
+    read_calibration,
+    sync_offsets,
+    test_from_frame,
+    write_calibration,
+)
 from assets.folder_swap import staging_path, swap_into_place
-from assets.triangulation import estimate_frame_offsets
 
 LAYOUT_VERSION = 1
 DEMO = "Pose2Sim/Demo_SinglePerson"
-CAMERAS = ("cam01", "cam02", "cam03", "cam04")
 CALIBRATION_MEMBER = f"{DEMO}/calibration/Calib.qca.txt"
 SUBJECT = "demo_participant"
 SEQUENCE = "Demo_SinglePerson"
-DEFAULT_TEST_FRACTION = 0.2
-DEFAULT_MAX_SYNC_OFFSET = 8  # frames (at 60 fps: +-133 ms)
 
 
 def video_member(camera: str) -> str:
     return f"{DEMO}/videos/{camera}.mp4"
-
-
-def calibration_json(cameras: list[QcaCamera], video_sizes: dict, source: str) -> dict:
-    return {
-        "source": source,
-        "units": "mm",
-        "convention": "x_cam = R @ x_world + t; OpenCV camera axes and distortion (k1, k2, p1, p2, k3); "
-                      "pixel centres at integer coordinates",
-        "cameras": [{
-            "name": q.name,
-            "image_size": list(video_sizes[q.name]),
-            "calibration_image_size": list(q.image_size),
-            "K": q.camera.K.tolist(),
-            "dist": q.camera.dist.tolist(),
-            "R": q.camera.R.tolist(),
-            "t": q.camera.t.tolist(),
-            "avg_residual_mm": q.avg_residual,
-        } for q in cameras],
-    }
 
 
 def _sync_offsets(staging: Path, cameras: list[QcaCamera], max_offset: int, report) -> list[int] | None:
@@ -76,19 +64,7 @@ def _sync_offsets(staging: Path, cameras: list[QcaCamera], max_offset: int, repo
         with np.load(staging / "detections" / f"{q.name}.npz") as data:
             landmarks.append(data["landmarks"].astype(np.float64))
     frames = min(len(lm) for lm in landmarks)
-    # fewer frames than this leave too little overlap to tell shifts apart
-    if max_offset <= 0 or frames < 4 * max_offset:
-        report(f"frame offsets: not estimated ({frames} frames, max offset {max_offset}); assuming synchronised")
-        return None
-    stacked = np.stack([lm[:frames] for lm in landmarks])
-    offsets = estimate_frame_offsets(stacked[..., :2], stacked[..., 2], [q.camera for q in cameras],
-                                     max_offset=max_offset,
-                                     image_sizes=[q.image_size for q in cameras])
-    # global frame = video frame - offset; offsets <= 0 put global frame 0 at the earliest-starting video
-    offsets = offsets - offsets.max()
-    report("frame offsets (global frame = video frame - offset): "
-           + ", ".join(f"{q.name} {int(o):+d}" for q, o in zip(cameras, offsets)))
-    return [int(o) for o in offsets]
+    return sync_offsets(np.stack([lm[:frames] for lm in landmarks]), cameras, max_offset, report)
 
 
 def build(
@@ -104,31 +80,19 @@ def build(
 ) -> Path:
     """Acquire, detect and write the raw ``pose2sim_demo`` dataset at ``out``; returns ``out``."""
     out = Path(out)
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a fraction in [0, 1), got {test_fraction}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames: expected a positive number of frames, got {max_frames}")
+    check_build_arguments(test_fraction, max_frames)
     request = {"layout_version": LAYOUT_VERSION, "source": POSE2SIM_REQUIREMENT, "max_frames": max_frames,
                "test_fraction": test_fraction, "max_sync_offset": max_sync_offset,
                "detector": {"requirements": list(MEDIAPIPE_REQUIREMENTS), **settings.as_dict()}}
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.is_file():
-        try:
-            if json.loads(manifest_path.read_text()).get("build") == request:
-                report(f"{out}: already built with these settings (use --force to rebuild)")
-                return out
-        except json.JSONDecodeError:
-            pass  # a damaged manifest: rebuild
+    if not force and already_built(out, request):
+        report(f"{out}: already built with these settings (use --force to rebuild)")
+        return out
     cache = Path(cache or cache_dir())
     wheel = pose2sim_wheel(cache)
     report(f"source: {wheel}")
     # the cheap checks of the source come before the slow MediaPipe install
-    qca_bytes = read_member(wheel, CALIBRATION_MEMBER)
-    cameras = read_qca(qca_bytes, f"{wheel}!{CALIBRATION_MEMBER}")
+    qca_bytes, cameras = read_calibration(wheel, CALIBRATION_MEMBER)
     names = [q.name for q in cameras]
-    if names != list(CAMERAS):
-        raise RawDataError(f"{wheel}!{CALIBRATION_MEMBER}", "cameras/camera@serial", f"cameras {list(CAMERAS)}",
-                           str(names))
     try:
         python = mediapipe_python(cache, create=False)
     except AcquisitionError:
@@ -138,9 +102,7 @@ def build(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_path(out)
     try:
-        (staging / "calibration").mkdir(parents=True)
-        (staging / "detections").mkdir()
-        (staging / "calibration" / "Calib.qca.txt").write_bytes(qca_bytes)
+        (staging / "detections").mkdir(parents=True)
 
         videos_dir = staging / "_videos"
         videos_dir.mkdir()
@@ -169,8 +131,8 @@ def build(
         detection_seconds = time.perf_counter() - started
         shutil.rmtree(videos_dir)
 
-        (staging / "calibration" / "cameras.json").write_text(json.dumps(
-            calibration_json(cameras, video_sizes, f"{POSE2SIM_REQUIREMENT}:{CALIBRATION_MEMBER}"), indent=1))
+        write_calibration(staging / "calibration", qca_bytes, cameras, video_sizes,
+                          f"{POSE2SIM_REQUIREMENT}:{CALIBRATION_MEMBER}")
         offsets = _sync_offsets(staging, cameras, max_sync_offset, report)
         frame_offsets = dict(zip(CAMERAS, offsets)) if offsets else dict.fromkeys(CAMERAS, 0)
         num_frames = max(s["frames"] - frame_offsets[name] for name, s in summaries.items())
@@ -185,7 +147,7 @@ def build(
             "fps": summaries[CAMERAS[0]]["fps"],
             "frame_offsets": frame_offsets,  # global frame = video frame - offset
             "frame_offsets_estimated": offsets is not None,
-            "test_from_frame": int(np.ceil(num_frames * (1 - test_fraction))),
+            "test_from_frame": test_from_frame(num_frames, test_fraction),
             "videos": summaries,
             "detection_seconds": round(detection_seconds, 2),
             "source": {"requirement": POSE2SIM_REQUIREMENT, "wheel": wheel.name, "wheel_sha256": sha256_file(wheel),
