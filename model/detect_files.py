@@ -13,6 +13,10 @@ lists), and with ``render_dir`` one JPEG per frame (``model.drawing``). The JSON
 to a temporary file beside the target, which replaces it only once every frame is done, so neither a long
 video's results nor its frames are ever held in memory, and a failed run leaves the old file as it was.
 Decoding runs a batch ahead in a thread and rendering in a few threads, beside the model.
+
+In a video, people are followed from frame to frame (``video_tracker``: each person's landmarks lead to
+the next frame's region, so a person the detector misses in a frame is still found); images and folders,
+whose images need not be related, get the stateless person detector.
 """
 
 from __future__ import annotations
@@ -43,9 +47,18 @@ from model.media import Frame, Media, open_media
 DEFAULT_BATCH_SIZE = 8  # frames per model call; 8 decoded 4K frames are ~200 MB
 JPEG_QUALITY = 90
 PROGRESS_EVERY_SECONDS = 0.25
-# None: detect_poses' built-in person detector. Tests (and other callers) may set a stand-in callable
-# image uint8 [H, W, 3] -> boxes [N, 5] here instead of passing ``detector`` to detect_path.
+# None: detect_poses' built-in person detector (or a video's tracker). Tests (and other callers) may set a
+# stand-in callable image uint8 [H, W, 3] -> boxes [N, 5] here instead of passing ``detector`` to detect_path.
 DETECTOR = None
+
+
+def video_tracker(threshold: float):
+    """A fresh person tracker for one video's frames, in order (``blazepose_tflite.PersonTracker``, its
+    defaults: the detector every 4th frame, on the whole frame and on square tiles): a detection scoring
+    ``threshold`` starts following a person; the score it reports is the landmark model's presence."""
+    from assets.real.blazepose_tflite import PersonTracker
+
+    return PersonTracker(score_threshold=threshold)
 
 
 @dataclass(frozen=True)
@@ -183,14 +196,16 @@ def detect_frames(estimator, batches: Iterable[list[Frame]], *, skeleton: str | 
 def detect_path(estimator, path, *, skeleton: str | None = "smpl_24", out=None, render_dir=None,
                 fov_degrees=None, intrinsics_file=None, threshold: float = DEFAULT_THRESHOLD,
                 flip_test: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
-                progress: Callable[[str], None] | None = None, detector=None) -> DetectSummary:
+                progress: Callable[[str], None] | None = None, detector=None,
+                tracking: bool = True) -> DetectSummary:
     """Detect everyone in every image or video frame at ``path`` (or an opened ``Media``) in the ``skeleton``
     format (None or "all": every joint of the model); write the JSON to ``out`` (a file; "-": stdout once
     all frames are done; None: none) and rendered JPEGs to ``render_dir``.
 
     ``progress`` is called with a one-line status (frames done/total, frames/s, people, time left) at most
     every ``PROGRESS_EVERY_SECONDS`` and after the last frame. ``detector``: a callable image ->
-    boxes [N, 5] used instead of the built-in person detector (default: the module's ``DETECTOR``).
+    boxes [N, 5] used instead of the built-in person detector (default: the module's ``DETECTOR``); when
+    there is none, a video gets a fresh ``video_tracker`` unless ``tracking`` is False.
     Inputs are all checked before the model runs; problems raise PredictInputError (a ValueError).
     """
     media = path if isinstance(path, Media) else open_media(path)
@@ -214,8 +229,13 @@ def detect_path(estimator, path, *, skeleton: str | None = "smpl_24", out=None, 
     joint_names = list(estimator.joint_names if skeleton is None else get_skeleton(skeleton).joint_names)
     header = {"units": "mm", "frame": "camera", "skeleton": skeleton or "all", "joint_names": joint_names,
               "source": str(media.path), "camera": camera.to_json()}
-    run = _Run(estimator, media, skeleton, camera, threshold, flip_test, batch_size, progress,
-               detector if detector is not None else DETECTOR, render_dir, header)
+    detector = detector if detector is not None else DETECTOR
+    if detector is None and tracking and media.kind == "video":
+        # stateful, so it must see the frames in order: batches arrive in order, and detect_poses_batched
+        # calls the detector on a batch's images in order, once each
+        detector = video_tracker(threshold)
+    run = _Run(estimator, media, skeleton, camera, threshold, flip_test, batch_size, progress, detector,
+               render_dir, header)
     if out is None:
         run(None)
     elif out == "-":

@@ -292,7 +292,8 @@ def detect(args) -> int:
         summary = detect_path(estimator, media, skeleton=None if args.skeleton == "all" else args.skeleton,
                               out=args.out, render_dir=args.render, fov_degrees=args.fov,
                               intrinsics_file=args.intrinsics, threshold=args.threshold,
-                              flip_test=not args.no_flip, batch_size=args.batch_size, progress=PROGRESS.show)
+                              flip_test=not args.no_flip, batch_size=args.batch_size, progress=PROGRESS.show,
+                              tracking=not args.no_tracking)
     finally:
         PROGRESS.clear()
     print(summary.describe(), file=sys.stderr if args.out == "-" else sys.stdout)
@@ -353,6 +354,8 @@ def main(argv=None) -> int:
                                                             "little less accurate)")
     det.add_argument("--batch-size", type=_batch_size_argument, default=8,
                      help="frames per model call (default 8)")
+    det.add_argument("--no-tracking", action="store_true", help="in a video, detect people in every frame on its "
+                                                                "own instead of following them from frame to frame")
     verify = sub.add_parser("verify", help="read every chunk of the published stores and check it (checksums, "
                                            "missing files, schema)")
     verify.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")

@@ -222,3 +222,44 @@ def test_render_draws_people_on_a_copy_at_the_input_size(estimator):
         len(get_skeleton("smpl_24").edges)
     all_found = estimator.detect_poses(big, skeleton=None, detector=lambda _: np.array([[300, 100, 150, 400]]))
     assert render(big, all_found, everything).size == (960, 540)
+
+
+class _RecordingTracker:
+    """A stand-in for the video tracker: records the frames it sees (their mean brightness), finds one person."""
+
+    def __init__(self, threshold):
+        self.threshold, self.seen = threshold, []
+
+    def __call__(self, image):
+        self.seen.append(float(image.mean()))
+        height, width = image.shape[:2]
+        return np.array([[0.2 * width, 0.1 * height, 0.3 * width, 0.8 * height, 0.9]])
+
+
+def test_a_video_gets_a_fresh_tracker_that_sees_its_frames_in_order(estimator_path, estimator, tmp_path,
+                                                                     monkeypatch):
+    trackers = []
+
+    def new_tracker(threshold):
+        trackers.append(_RecordingTracker(threshold))
+        return trackers[-1]
+
+    monkeypatch.setattr(detect_files, "video_tracker", new_tracker)
+    monkeypatch.setattr("model.detection._default_detector", stub_detector)  # what images and folders get
+    levels = [40, 70, 110, 140, 170, 200, 230]
+    video = tmp_path / "clip.mp4"
+    write_video(video, [np.full((*SIZE, 3), level, np.uint8) for level in levels], rate=25)
+    for _ in range(2):
+        detect_path(estimator, video, skeleton="smpl_24", batch_size=3, threshold=0.4, flip_test=False)
+    assert len(trackers) == 2 and trackers[0] is not trackers[1] and trackers[0].threshold == 0.4
+    for tracker in trackers:  # every frame once, in the video's order, across batches of 3
+        assert len(tracker.seen) == len(levels) and np.all(np.diff(tracker.seen) > 10)
+
+    Image.fromarray(_image(bright=True)).save(tmp_path / "person.png")
+    summary = detect_path(estimator, tmp_path / "person.png", skeleton="smpl_24", flip_test=False)
+    assert summary.people == 1 and len(trackers) == 2  # an image: the stateless detector
+    out = tmp_path / "poses.json"
+    assert main(["detect", str(video), "--model", str(estimator_path), "--out", str(out), "--no-tracking",
+                 "--no-flip"]) == 0
+    assert len(trackers) == 2  # --no-tracking: the detector on every frame
+    assert [len(f["boxes"]) for f in json.loads(out.read_text())["frames"]] == [0, 0, 1, 1, 1, 1, 1]

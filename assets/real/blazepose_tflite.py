@@ -12,6 +12,10 @@ reproduces the graphs around them in NumPy, keeping every detection:
   256x256 crop of the region, landmark decoding, heatmap refinement, projection back into the image,
   world landmarks rotated like ``WorldLandmarkProjectionCalculator``).
 - ``detect_people``: both, for every person in an image.
+- ``PersonTracker``: both through a video, for several people at once, as MediaPipe's video mode follows one
+  (each person's landmarks give the next frame's region; the detector, every few frames, adds the people
+  nobody follows yet). The same interface as ``PersonDetector``, with track ids; ``dozens detect`` uses it
+  for videos.
 
 Every graph parameter below is a named constant that cites its source; all were read from
 google-ai-edge/mediapipe at tag v0.10.14 (the wheel's version): the pbtxt files named above,
@@ -69,6 +73,36 @@ of MediaPipe's worker, checked on a frame):
 - Speed on this 2-core CPU (shared with other jobs, load ~1.6): detector 42 ms per frame (9 ms of it the
   letterboxed input), landmarker 52 ms per person (21 ms crop, 25 ms model); interpreters take ~0.1 s to
   create, once per process. MediaPipe's static mode took 150-200 ms per frame under similar load.
+- ``PersonTracker`` on all 400 multi-person frames, against ``detect_people`` on every frame. "Both" counts
+  frames with exactly two people, "extra" frames with a third; then detector and landmark model runs per
+  frame, and ms per frame with all configurations run interleaved on the same frames (cam01 and cam04,
+  load 2.2-3.0). The last row is ``PersonTracker``'s default:
+
+  ============================== ===================== ===== ========== ======== ==========
+  per frame                      both (cam01/02/03/04) extra detector   landmark ms
+  ============================== ===================== ===== ========== ======== ==========
+  PersonDetector, threshold 0.5  151 (38/44/0/69)      0     1          0        30
+  detect_people, threshold 0.5   142 (32/41/0/69)      0     1          1.38     91
+  detect_people, threshold 0.3   203 (49/63/1/90)      0     1          1.58
+  tracker, detector every frame  288 (92/96/0/100)     1     1          2.12     126
+  tracker, every 4th frame       288 (92/96/0/100)     0     0.26       1.82     93
+  tracker + tiles, every frame   350 (99/99/52/100)    2     3          2.54     183
+  tracker + tiles, every 4th     340 (99/100/41/100)   1     0.75       2.03     109
+  ============================== ===================== ===== ========== ======== ==========
+
+  (The tracker's detector threshold is 0.5 throughout; detector every 2nd / 8th frame: 287 / 284 both
+  without tiles, 345 / 341 with.) In cam01, cam02 and cam04, once both people are found (without tiles
+  from frame 8, 3-4 and 0; with tiles from frame 0) they are kept to the end of the video, one track each;
+  a visual check of every 10th frame (detector every frame; every 4th with tiles) found each track on its
+  own person throughout, and the bystanders in the background of cam01 and cam02 never returned. Each
+  extra frame is a third track on a pose mixing the two people, which ends the next frame. The detector
+  misses the woman in cam03 because she is small in the whole frame's 224-pixel input (the top tile finds
+  her at 0.94-0.95, frames 0 and 30): without tiles only the man is followed, until he passes in front of
+  her (frame 40), and after that one track at times mixes the two; with tiles she is followed in all 100
+  frames, but the man, turned away from the camera, is lost there and not followed again for more than 4
+  frames, as the detector keys on faces. On the 400 single-person frames every configuration returns
+  exactly one person in every frame, one track per video (``detect_people``: 399, a second pose on the man
+  in one; ms per frame there: detect_people 77, tracker 75 / 52, with tiles 129 / 67).
 """
 
 from __future__ import annotations
@@ -161,6 +195,11 @@ PERSON_BOX_HEIGHT = 1.58
 # next to a person leads the landmark model back to that person. Measured: such pairs 0.01-0.05, pairs of
 # different people >= 0.35 (one pose mixing two people: 0.11).
 DUPLICATE_LANDMARK_DISTANCE = 0.15
+# each landmark's counterpart on the other side of the body (MediaPipe's pose landmark order: nose; eyes
+# inner/centre/outer; ears; mouth; then shoulders, elbows, wrists, pinkies, index fingers, thumbs, hips, knees,
+# ankles, heels, foot tips, each as left, right)
+MIRRORED_LANDMARKS = np.array([0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21,
+                               24, 23, 26, 25, 28, 27, 30, 29, 32, 31])
 
 _OUTPUT_NAMES_DETECTOR = ("Identity", "Identity_1")  # raw boxes [1, 2254, 12], raw scores [1, 2254, 1]
 # landmarks [1, 195], pose flag [1, 1], segmentation [1, 256, 256, 1], heatmap [1, 64, 64, 39], world [1, 117]
@@ -472,6 +511,13 @@ class PoseDetection:
     def box(self) -> np.ndarray:
         return self.roi.person_box()
 
+    def shifted(self, dx: float, dy: float) -> PoseDetection:
+        """The detection moved by (dx, dy) pixels: from a tile's pixels to the image's."""
+        offset = np.array([dx, dy], dtype=np.float64)
+        face_box = np.concatenate([self.face_box[:2] + offset, self.face_box[2:]])
+        roi = PoseRoi(tuple(np.asarray(self.roi.centre) + offset), self.roi.side, self.roi.rotation)
+        return PoseDetection(self.score, face_box, self.keypoints + offset, roi)
+
 
 class PersonDetector:
     """BlazePose's person detector for every person in an image.
@@ -628,9 +674,26 @@ class Landmarker:
         )
 
 
-def _same_person(result: PoseLandmarks, kept: PoseLandmarks) -> bool:
+def _landmark_distance(result: PoseLandmarks, kept: PoseLandmarks) -> float:
+    """The median distance between the two poses' landmarks, relative to the larger side of ``kept``'s box."""
     distance = np.median(np.linalg.norm(result.landmarks[:, :2] - kept.landmarks[:, :2], axis=1))
-    return distance < DUPLICATE_LANDMARK_DISTANCE * max(kept.box[2:])
+    return float(distance / max(max(kept.box[2:]), 1e-9))
+
+
+def _same_person(result: PoseLandmarks, kept: PoseLandmarks) -> bool:
+    return _landmark_distance(result, kept) < DUPLICATE_LANDMARK_DISTANCE
+
+
+def _one_person(a: PoseLandmarks, b: PoseLandmarks) -> bool:
+    """Whether two poses are one person found twice (PersonTracker): as ``_same_person``, but relative to the
+    larger pose and with either pose mirrored too. A pose mixing a person with a neighbour's legs is larger than
+    the person's own (Demo_MultiPerson cam04 frame 30: 0.11 of the mixed pose's side, 0.16 of hers), and the
+    landmark model may see a person as facing the other way (a track born so in cam02 frame 91 was 0.21-0.40
+    from the woman's pose as it stood, 0.05-0.15 mirrored, for the 7 frames it lasted)."""
+    scale = max(a.box[2:].max(), b.box[2:].max(), 1e-9)
+    distance = min(np.median(np.linalg.norm(a.landmarks[:, :2] - b.landmarks[order, :2], axis=1))
+                   for order in (slice(None), MIRRORED_LANDMARKS))
+    return distance < DUPLICATE_LANDMARK_DISTANCE * scale
 
 
 def detect_people(image, detector: PersonDetector | None = None, landmarker: Landmarker | None = None, *,
@@ -649,3 +712,158 @@ def detect_people(image, detector: PersonDetector | None = None, landmarker: Lan
         if result.presence >= min_presence and not any(_same_person(result, person) for person in people):
             people.append(result)
     return people
+
+
+# -- tracking people through a video -------------------------------------------------------------------------
+
+# PersonTracker: a detection whose region's centre (the hip keypoint) lies within this fraction of a followed
+# person's next region's radius from its centre is that person, and costs no landmark run; any other goes to
+# the landmark model, whose landmarks decide (``_one_person``). Measured on the demo videos (every 3rd frame):
+# a detection of a person found is median 0.06, p90 0.32 radii from that person's next region; the two people
+# side by side in Demo_MultiPerson cam04 frame 28 are 0.38 apart. (MediaPipe's PoseLandmarkerGraph associates
+# by IoU >= 0.5 instead, which takes those two for one: their regions, 2.5 radii wide, overlap by IoU 0.66.)
+SAME_REGION_DISTANCE = 0.25
+# square_tiles: below this zoom (the image's longer side over its shorter) tiles are not worth their detector
+# runs (4:3 frames zoom 1.33x, 16:9 ones 1.78x)
+TILE_MIN_ZOOM = 1.25
+# PersonTracker(tiles=True): a tile cuts people off at its edges, and the detector reads a headless body as
+# an upside-down or lying person: without this test tiles started 12 tracks on the single-person videos, all
+# on the filmed man's legs; the 11 checked came from detections turned by 103-178 degrees (upright people:
+# median 24, p90 52). In a tile only people within this angle of upright count; the whole frame's detections
+# count at any angle.
+TILE_MAX_ROTATION = math.radians(90.0)
+# PersonTracker's defaults, measured on the Pose2Sim demo videos (module docstring): the detector every 4th
+# frame, on the whole frame and its tiles, finds both people in 340 of the 400 multi-person frames at 0.75
+# detector and 2.0 landmark runs per frame; on every frame, 350 at 3.0 and 2.5; on every frame without tiles,
+# 288 at 1.0 and 2.1. A person who comes into view is found up to 3 frames late.
+DETECT_EVERY = 4
+DETECT_IN_TILES = True
+
+
+def square_tiles(width: int, height: int) -> list[tuple[int, int, int]]:
+    """(left, top, side) of the fewest squares of the image's shorter side that cover it, evenly overlapping;
+    none for an image so nearly square that they would show people less than TILE_MIN_ZOOM times larger than
+    the whole image does."""
+    side, length = min(width, height), max(width, height)
+    if length < TILE_MIN_ZOOM * side:
+        return []
+    count = math.ceil(length / side)
+    starts = [round(k * (length - side) / (count - 1)) for k in range(count)]
+    return [(start, 0, side) if width > height else (0, start, side) for start in starts]
+
+
+def _same_region(detection: PoseDetection, region: PoseRoi) -> bool:
+    return float(np.hypot(*np.subtract(detection.roi.centre, region.centre))) < SAME_REGION_DISTANCE * region.radius
+
+
+@dataclass(frozen=True)
+class TrackedPerson:
+    """One person of a video frame: ``track_id`` (the same for as long as they are followed, never reused
+    within a tracker's video) and ``pose`` (their landmarks in this frame)."""
+
+    track_id: int
+    pose: PoseLandmarks
+
+
+class PersonTracker:
+    """Everyone in a video, followed from frame to frame: MediaPipe's pose tracking, for several people.
+
+    ``tracker(frame) -> [N, 5]`` = (x_left, y_top, width, height, score), the interface of ``PersonDetector``
+    (so ``detect_poses(..., detector=tracker)``), called on the frames of one video in order. Each person
+    found in the previous frame is looked for in their ``next_roi``, and followed while the landmark model's
+    presence stays at least ``min_presence`` (MediaPipe's min_tracking_confidence). Every ``detect_every``
+    frames, and on every frame where nobody is followed, the detector runs too (not while ``max_people`` are
+    followed, and it adds no more, as MediaPipe's num_poses): a detection scoring at least ``score_threshold``
+    that is not at a followed person's region (SAME_REGION_DISTANCE) goes to the landmark model, and starts a
+    track when it finds a pose that is nobody's already found (``_one_person``). When two tracks come to
+    follow one person, the track whose landmarks moved least keeps them and the other ends. With ``tiles``
+    the detector also looks at the squares of the frame's shorter side that cover it (``square_tiles``): a
+    person too small for the whole frame's 224-pixel input is larger there (1.76x in a 1088 x 1920 video).
+    The defaults (DETECT_EVERY, DETECT_IN_TILES) are the trade-off measured in the module docstring.
+
+    The box is the tight box of the person's 33 landmarks (the downstream crop pads it), the score their
+    presence in this frame: the detector's score is from the frame where the track began, and a face seen
+    then says nothing about this frame. Rows are sorted by score, best first (as detect_poses orders them),
+    and ``track_ids`` / ``people`` hold the last frame's track ids / ``TrackedPerson`` in the same order.
+
+    ``reset()`` forgets every track (a new video); a frame of another size than the last starts over too.
+    """
+
+    def __init__(self, detector: PersonDetector | None = None, landmarker: Landmarker | None = None, *,
+                 score_threshold: float = DETECTION_MIN_SCORE, min_presence: float = PRESENCE_THRESHOLD,
+                 detect_every: int = DETECT_EVERY, max_people: int | None = None, tiles: bool = DETECT_IN_TILES):
+        if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+            raise ValueError(f"detect_every: expected a positive whole number of frames, got {detect_every!r}")
+        self.detector = detector or PersonDetector(score_threshold=score_threshold)
+        self.landmarker = landmarker or Landmarker()
+        self.score_threshold = score_threshold
+        self.min_presence = min_presence
+        self.detect_every = detect_every
+        self.max_people = max_people
+        self.tiles = tiles
+        self.reset()
+
+    def reset(self) -> None:
+        self.people: list[TrackedPerson] = []
+        self._frames = 0
+        self._next_id = 0
+        self._frame_size: tuple[int, ...] | None = None
+
+    @property
+    def track_ids(self) -> list[int]:
+        return [person.track_id for person in self.people]
+
+    def track(self, image) -> list[TrackedPerson]:
+        """The people of the next frame, best presence first."""
+        image = _check_image(image)
+        if image.shape[:2] != self._frame_size:
+            self.reset()
+            self._frame_size = image.shape[:2]
+        followed = []
+        for person in self.people:
+            pose = self.landmarker(image, person.pose.next_roi)
+            if pose.presence >= self.min_presence:
+                followed.append((_landmark_distance(pose, person.pose), person.track_id, pose))
+        people: list[TrackedPerson] = []
+        # when two tracks find one person, the one that moved least keeps them: the other has slipped off
+        # its own person (hidden, or gone) onto a neighbour
+        for _, track_id, pose in sorted(followed, key=lambda entry: entry[:2]):
+            if not any(_one_person(pose, p.pose) for p in people):
+                people.append(TrackedPerson(track_id, pose))
+        if self._detect_now(len(people)):
+            for detection in self._detections(image):
+                if self.max_people is not None and len(people) >= self.max_people:
+                    break
+                if detection.score < self.score_threshold:
+                    continue
+                if any(_same_region(detection, p.pose.next_roi) for p in people):
+                    continue
+                pose = self.landmarker(image, detection.roi, detection)
+                if pose.presence >= self.min_presence and not any(_one_person(pose, p.pose) for p in people):
+                    people.append(TrackedPerson(self._next_id, pose))
+                    self._next_id += 1
+        self._frames += 1
+        self.people = sorted(people, key=lambda p: -p.pose.presence)
+        return self.people
+
+    def _detections(self, image: np.ndarray) -> list[PoseDetection]:
+        found = self.detector.detect(image)
+        if self.tiles:
+            for left, top, side in square_tiles(image.shape[1], image.shape[0]):
+                tile = image[top:top + side, left:left + side]
+                found += [detection.shifted(left, top) for detection in self.detector.detect(tile)
+                          if abs(detection.roi.rotation) < TILE_MAX_ROTATION]
+        return sorted(found, key=lambda detection: -detection.score)
+
+    def _detect_now(self, followed: int) -> bool:
+        if self.max_people is not None and followed >= self.max_people:
+            return False
+        return followed == 0 or self._frames % self.detect_every == 0
+
+    def __call__(self, image) -> np.ndarray:
+        people = self.track(image)
+        if not people:
+            return np.zeros((0, 5))
+        # a pose whose landmarks line up would give a box without width or height, which detect_poses refuses
+        return np.array([[*person.pose.box[:2], *np.maximum(person.pose.box[2:], 1.0), person.pose.presence]
+                         for person in people])
