@@ -21,6 +21,7 @@ whose images need not be related, get the stateless person detector.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -37,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from assets.atomic_files import write_atomically
 from model.inference import (
-    DEFAULT_FOV_DEGREES, PredictFileNotFoundError, PredictInputError, _intrinsic_matrix, check_fov,
-    check_skeleton,
+    DEFAULT_FOV_DEGREES, PredictInputError, _intrinsic_matrix, check_fov, check_skeleton, read_intrinsics_json,
 )
 from model.detection import DEFAULT_DETECTION_THRESHOLD as DEFAULT_THRESHOLD
 from model.media import Frame, Media, open_media
@@ -100,16 +101,7 @@ def read_camera(intrinsics_file=None, fov_degrees=None) -> CameraSettings:
     if intrinsics_file is None:
         return CameraSettings(DEFAULT_FOV_DEGREES if fov_degrees is None else check_fov(fov_degrees))
     source = Path(intrinsics_file)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PredictFileNotFoundError(f"intrinsics file {source} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictInputError(f"intrinsics file {source}: cannot be read as text ({exc})") from None
-    try:
-        table = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PredictInputError(f"intrinsics file {source}: invalid JSON ({exc})") from None
+    table = read_intrinsics_json(source)
     expected = ('expected a JSON object {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "dist": [k1, k2, p1, p2, '
                 'k3]} (dist optional) for every frame')
     if not isinstance(table, dict):
@@ -252,17 +244,14 @@ def detect_path(estimator, path, *, skeleton: str | None = "smpl_24", out=None, 
 
 
 def _write_atomically(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``write`` gets a text handle; what it wrote replaces ``path`` in one step (``assets.atomic_files``)."""
+    def binary(handle) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8")
+        write(text)
+        text.flush()
+        text.detach()  # the binary handle stays open for the fsync that follows
+
+    write_atomically(path, binary)
 
 
 class _Run:

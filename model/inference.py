@@ -186,9 +186,8 @@ def _intrinsic_matrix(source: Path, key: str, value) -> np.ndarray:
     return K
 
 
-def read_intrinsics(intrinsics_file, files: list[Path]) -> np.ndarray:
-    """[N, 3, 3] float64 camera matrices of ``files`` as stored (at their original resolution)."""
-    source = Path(intrinsics_file)
+def read_intrinsics_json(source: Path):
+    """The parsed JSON of an intrinsics file; a missing, unreadable or invalid file raises an error naming it."""
     try:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -196,9 +195,15 @@ def read_intrinsics(intrinsics_file, files: list[Path]) -> np.ndarray:
     except (OSError, UnicodeDecodeError) as exc:
         raise PredictInputError(f"intrinsics file {source}: cannot be read as text ({exc})") from None
     try:
-        table = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PredictInputError(f"intrinsics file {source}: invalid JSON ({exc})") from None
+
+
+def read_intrinsics(intrinsics_file, files: list[Path]) -> np.ndarray:
+    """[N, 3, 3] float64 camera matrices of ``files`` as stored (at their original resolution)."""
+    source = Path(intrinsics_file)
+    table = read_intrinsics_json(source)
     if not isinstance(table, dict):
         raise PredictInputError(f"intrinsics file {source}: expected a JSON object mapping image file names to "
                                 f"3x3 matrices, got a JSON {type(table).__name__}")
