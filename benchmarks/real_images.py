@@ -54,9 +54,17 @@ MATCH_DISTANCE = 0.25  # mean 2D joint distance, relative to the pseudo-GT perso
 MIN_LABELLED_JOINTS = 8  # pseudo-GT people with fewer triangulated joints are not scored
 
 
+def frame_offsets(manifest: dict) -> dict[str, dict[str, int]]:
+    """{sequence: {camera: offset}} with global frame = video frame - offset: one set for the single-person
+    recording, one per tracked person for the multi-person one (docs/pose2sim_multi.md)."""
+    if "people" in manifest:
+        return {person["sequence"]: person["frame_offsets"] for person in manifest["people"]}
+    return {manifest["sequence"]: manifest["frame_offsets"]}
+
+
 def test_people(config, dataset: str) -> tuple[dict, dict]:
-    """Pseudo-GT people of the test split, in their original cameras: {(camera, frame): [pose [33, 3] mm]},
-    and the raw manifest."""
+    """Pseudo-GT people of the test split, in their original cameras: {(camera, video frame): [pose [33, 3]
+    mm]}, and the raw manifest."""
     raw = config.datasets[dataset].raw
     manifest = json.loads((raw / "manifest.json").read_text())
     cameras = read_cameras(raw / "calibration" / "cameras.json")
@@ -65,32 +73,34 @@ def test_people(config, dataset: str) -> tuple[dict, dict]:
     pose3d = store["pose3d"].get_orthogonal_selection((rows,)).astype(np.float64)
     extrinsics = store["extrinsics"].get_orthogonal_selection((rows,)).astype(np.float64)
     camera_codes = store.load("camera")[rows]
+    sequence_codes = store.load("sequence")[rows]
     frames = store.load("frame")[rows]
-    camera_table = store.attrs["codes"]["camera"]
+    camera_table, sequence_table = store.attrs["codes"]["camera"], store.attrs["codes"]["sequence"]
+    offsets = frame_offsets(manifest)
     people = defaultdict(list)
-    for pose, extrinsic, code, frame in zip(pose3d, extrinsics, camera_codes, frames):
+    for pose, extrinsic, code, sequence, frame in zip(pose3d, extrinsics, camera_codes, sequence_codes, frames):
         if np.isfinite(pose).all(-1).sum() < MIN_LABELLED_JOINTS:
             continue
         name = camera_table[code]
         rotation, translation = extrinsic[:3, :3], extrinsic[:3, 3]
         world = (pose - translation) @ rotation  # the crop's virtual camera -> world
-        people[name, int(frame)].append(cameras[name].world_to_camera(world))
+        video_frame = int(frame) + int(offsets[sequence_table[sequence]][name])
+        people[name, video_frame].append(cameras[name].world_to_camera(world))
     return dict(people), {"manifest": manifest, "cameras": cameras}
 
 
-def video_frames(manifest: dict, camera: str, global_frames: list[int]):
-    """(global frame, uint8 RGB frame) of the recording's video for ``camera``, decoded with PyAV."""
-    import av
+def video_frames(manifest: dict, camera: str, wanted: list[int]):
+    """(video frame, uint8 RGB frame) of the recording's video for ``camera``, decoded with PyAV."""
     import io
+
+    import av
 
     wheel = pose2sim_wheel(download=False)
     member = f"{manifest['source']['demo']}/videos/{camera}.mp4"
-    offset = int(manifest["frame_offsets"][camera])
-    wanted = {frame + offset: frame for frame in global_frames}  # global frame = video frame - offset
     with av.open(io.BytesIO(read_member(wheel, member))) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                yield wanted[index], frame.to_ndarray(format="rgb24")
+                yield index, frame.to_ndarray(format="rgb24")
             if index >= max(wanted):
                 break
 
