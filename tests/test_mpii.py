@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from assets.converters import get_converter
-from assets.converters.common import BOX_PADDING, assumed_camera, convert
+from assets.converters.common import assumed_camera, convert
+from assets.person_crops import BOX_PADDING
 from assets.converters.interface import OptionError, resolve_options
 from assets.converters.raw_io import RawDataError
 from assets.quality import run_store_checks
