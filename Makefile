@@ -40,7 +40,7 @@ demo: setup
 # single-threaded Python. Files go out in collection order, longest first (tests/conftest.py), so the
 # longest (test_dvc.py, DVC subprocesses) runs beside the rest instead of alone at the end
 test: setup
-	.venv/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	.venv/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # dvc.yaml's demo_world stage writes the demo world
 repro: setup
