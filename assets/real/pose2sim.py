@@ -12,7 +12,6 @@
    only by a complete new one, and is kept as it is when it was built with the same settings.
 """
 
-import argparse
 import json
 import shutil
 import sys
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from assets.converters.raw_io import RawDataError
 from assets.real import blazepose
 from assets.real.cache import (
     MEDIAPIPE_REQUIREMENTS,
@@ -39,8 +37,10 @@ from assets.real.recording import (
     DEFAULT_MAX_SYNC_OFFSET,
     DEFAULT_TEST_FRACTION,
     already_built,
+    build_arguments,
     check_build_arguments,
     read_calibration,
+    run_build_command,
     sync_offsets,
     test_from_frame,
     write_calibration,
@@ -243,30 +243,16 @@ def quality_report(raw_root, report=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assets.real.pose2sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/raw/pose2sim_demo"))
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="download cache (default: $DOZENS_CACHE or data/cache)")
-    parser.add_argument("--max-frames", type=int, default=None, help="detect only the first N frames of each video")
-    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
-                        help="held-out tail of the recording (default: %(default)s)")
-    parser.add_argument("--max-sync-offset", type=int, default=DEFAULT_MAX_SYNC_OFFSET,
-                        help="largest frame offset between videos to search; 0 assumes synchronised videos")
+    parser = build_arguments("assets.real.pose2sim", __doc__.splitlines()[0], "data/raw/pose2sim_demo")
     parser.add_argument("--crop-size", type=int, default=blazepose.DetectionSettings.crop_size)
-    parser.add_argument("--force", action="store_true", help="rebuild even if built with the same settings")
     parser.add_argument("--report", action="store_true",
                         help="then triangulate the recording and print reprojection errors and bone-length stability")
     args = parser.parse_args(argv)
-    try:
-        build(args.out, cache=args.cache, max_frames=args.max_frames, test_fraction=args.test_fraction,
-              max_sync_offset=args.max_sync_offset, settings=blazepose.DetectionSettings(crop_size=args.crop_size),
-              force=args.force)
-        if args.report:
-            quality_report(args.out)
-    except (RawDataError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_build_command(
+        lambda: build(args.out, cache=args.cache, max_frames=args.max_frames, test_fraction=args.test_fraction,
+                      max_sync_offset=args.max_sync_offset,
+                      settings=blazepose.DetectionSettings(crop_size=args.crop_size), force=args.force),
+        (lambda: quality_report(args.out)) if args.report else None)
 
 
 if __name__ == "__main__":

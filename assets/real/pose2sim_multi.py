@@ -25,7 +25,6 @@ demo's four videos with a rendered second person composited in, and its Qualisys
    the same settings is left as it is.
 """
 
-import argparse
 import hashlib
 import io
 import json
@@ -49,8 +48,8 @@ from assets.real.blazepose_worker import person_crop_box
 from assets.real.cache import POSE2SIM_REQUIREMENT, cache_dir, pose2sim_wheel, read_member, sha256_file
 from assets.real.qca import QcaCamera
 from assets.real.recording import (DEFAULT_MAX_SYNC_OFFSET, DEFAULT_TEST_FRACTION, already_built,
-                                   check_build_arguments, read_calibration, sync_offsets, test_from_frame,
-                                   write_calibration)
+                                   build_arguments, check_build_arguments, read_calibration, run_build_command,
+                                   sync_offsets, test_from_frame, write_calibration)
 from assets.triangulation import triangulate
 
 DATASET = "pose2sim_multi"
@@ -738,35 +737,20 @@ def print_report(raw_root, report=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assets.real.pose2sim_multi",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/raw/pose2sim_multi"))
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="download cache (default: $DOZENS_CACHE or data/cache)")
-    parser.add_argument("--max-frames", type=int, default=None, help="read only the first N frames of each video")
+    parser = build_arguments("assets.real.pose2sim_multi", __doc__.splitlines()[0], "data/raw/pose2sim_multi")
     parser.add_argument("--frame-step", type=int, default=DEFAULT_SETTINGS.frame_step,
                         help="use every n-th video frame (default: %(default)s)")
     parser.add_argument("--detect-every", type=int, default=DEFAULT_SETTINGS.detect_every,
                         help="run the person detector every n instants (default: %(default)s)")
-    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
-                        help="held-out tail of the recording (default: %(default)s)")
-    parser.add_argument("--max-sync-offset", type=int, default=DEFAULT_MAX_SYNC_OFFSET,
-                        help="largest frame offset between videos to search; 0 assumes synchronised videos")
     parser.add_argument("--crop-size", type=int, default=DEFAULT_SETTINGS.crop_size)
-    parser.add_argument("--force", action="store_true", help="rebuild even if built with the same settings")
     parser.add_argument("--report", action="store_true", help="then print the association and tracking statistics")
     args = parser.parse_args(argv)
     settings = MultiPersonSettings(frame_step=args.frame_step, detect_every=args.detect_every,
                                    crop_size=args.crop_size)
-    try:
-        build(args.out, cache=args.cache, max_frames=args.max_frames, test_fraction=args.test_fraction,
-              max_sync_offset=args.max_sync_offset, settings=settings, force=args.force)
-        if args.report:
-            print_report(args.out)
-    except (RawDataError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_build_command(
+        lambda: build(args.out, cache=args.cache, max_frames=args.max_frames, test_fraction=args.test_fraction,
+                      max_sync_offset=args.max_sync_offset, settings=settings, force=args.force),
+        (lambda: print_report(args.out)) if args.report else None)
 
 
 if __name__ == "__main__":

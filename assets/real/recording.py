@@ -6,7 +6,10 @@ reprojection cost, hold out the same tail of global frames, and leave an existin
 manifest says it was built with the same settings.
 """
 
+import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +101,30 @@ def sync_offsets(landmarks: np.ndarray, cameras: list[QcaCamera], max_offset: in
 def test_from_frame(num_frames: int, test_fraction: float) -> int:
     """First global frame of the held-out tail: the last ``test_fraction`` of the frames."""
     return int(np.ceil(num_frames * (1 - test_fraction)))
+
+
+def build_arguments(module: str, description: str, default_out: str) -> argparse.ArgumentParser:
+    """The options every recording's build command has; each adds its own."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="download cache (default: $DOZENS_CACHE or data/cache)")
+    parser.add_argument("--max-frames", type=int, default=None, help="read only the first N frames of each video")
+    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                        help="held-out tail of the recording (default: %(default)s)")
+    parser.add_argument("--max-sync-offset", type=int, default=DEFAULT_MAX_SYNC_OFFSET,
+                        help="largest frame offset between videos to search; 0 assumes synchronised videos")
+    parser.add_argument("--force", action="store_true", help="rebuild even if built with the same settings")
+    return parser
+
+
+def run_build_command(build: Callable[[], object], report: Callable[[], object] | None) -> int:
+    """Run a build command's work; a problem with the data or the tools is one line on stderr and exit 1."""
+    try:
+        build()
+        if report is not None:
+            report()
+    except (RawDataError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
