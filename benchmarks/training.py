@@ -8,7 +8,7 @@ For every backbone and device it times, after a warm-up,
   * infer@1   unbatched ``predict``, one crop at a time: the setting of the paper's anchor, 28 FPS for
               EfficientNetV2-S at 256 px on an RTX 3090 (method.md); on a GPU this is latency-bound.
 
-The model has the output joints of the demo's five 3D formats (the initial model's head); inputs are random
+The model has the output joints of the demo's formats (``--formats all``: every registered format); inputs are random
 crops with a plausible camera, since throughput does not depend on the pixel values. Data loading is not
 included: the Zarr loader is measured by the demo run's metadata (images/s of the whole training step).
 
@@ -27,12 +27,13 @@ import time
 import torch
 
 from assets.joint_names import union_joint_names
+from assets.skeletons import known_skeletons
 from model.backbones import available_backbones
 from model.losses import LossSettings, loss_3d_batch
 from model.network import MetrabsConfig, MetrabsModel
 from model.training import learning_rate_at
 
-DEMO_FORMATS = ("h36m_17", "mpi_inf_3dhp_28", "smpl_24", "coco_19", "blazepose_33")
+FIVE_FORMATS = ("h36m_17", "mpi_inf_3dhp_28", "smpl_24", "coco_19", "blazepose_33")
 DEFAULT_BACKBONES = ("small_cnn", "small_cnn_pyramid", "resnet18", "resnet50", "efficientnetv2_s")
 
 
@@ -71,8 +72,9 @@ def _time_loop(step, seconds: float, device: torch.device, minimum: int = 3) -> 
     return (time.perf_counter() - started) / calls, calls
 
 
-def measure(backbone: str, size: int, stride: int, batch: int, device: torch.device, seconds: float) -> dict:
-    config = MetrabsConfig(joint_names=union_joint_names(DEMO_FORMATS), backbone=backbone, image_size=size,
+def measure(backbone: str, size: int, stride: int, batch: int, device: torch.device, seconds: float,
+            formats=FIVE_FORMATS) -> dict:
+    config = MetrabsConfig(joint_names=union_joint_names(formats), backbone=backbone, image_size=size,
                            stride=stride)
     model = MetrabsModel(config).to(device)
     parameters = sum(p.numel() for p in model.parameters())
@@ -105,7 +107,7 @@ def measure(backbone: str, size: int, stride: int, batch: int, device: torch.dev
     batched_seconds, _ = _time_loop(infer(batch), seconds / 2, device)
     single_seconds, _ = _time_loop(infer(1), seconds / 2, device)
     return {
-        "backbone": backbone, "device": device.type, "size": size, "stride": stride, "params_m": parameters / 1e6,
+        "backbone": backbone, "joints": len(config.joint_names), "device": device.type, "size": size, "stride": stride, "params_m": parameters / 1e6,
         "train": batch / train_seconds, "infer_batched": batch / batched_seconds, "infer_single": 1 / single_seconds,
         "train_steps_timed": train_calls,
     }
@@ -119,8 +121,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=6.0, help="timing budget per measurement")
     parser.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when present)")
+    parser.add_argument("--formats", default="five", help="output formats: 'five' (h36m_17, mpi_inf_3dhp_28, "
+                        "smpl_24, coco_19, blazepose_33), 'all' registered ones, or a comma-separated list")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads")
     args = parser.parse_args(argv)
+    formats = {"five": FIVE_FORMATS, "all": tuple(known_skeletons())}.get(args.formats) or \
+        tuple(args.formats.split(","))
     torch.set_num_threads(args.threads)
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices and not torch.cuda.is_available():
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
             for size in (int(s) for s in args.sizes.split(",")):
                 stride = _stride_for(backbone, args.stride)
                 try:
-                    row = measure(backbone, size, stride, args.batch, device, args.seconds)
+                    row = measure(backbone, size, stride, args.batch, device, args.seconds, formats)
                 except ImportError as error:
                     notes.append(f"{backbone}: skipped ({str(error).split(';')[0]})")
                     break
@@ -145,7 +151,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name() if "cuda" in devices else ""
     print(f"\nPose estimator throughput, images/s (batch {args.batch}; CPU threads {args.threads}"
           f"{'; GPU ' + name if name else ''}; torch {torch.__version__})\n")
-    header = f"{'backbone':18s} {'device':6s} {'px':>4s} {'stride':>6s} {'params M':>8s} {'train':>9s} " \
+    header = f"{'backbone':18s} {'joints':>6s} {'device':6s} {'px':>4s} {'stride':>6s} {'params M':>8s} {'train':>9s} " \
              f"{'infer@B':>9s} {'infer@1':>9s} {'train vs small_cnn':>19s}"
     print(header)
     print("-" * len(header))
@@ -153,7 +159,7 @@ def main(argv=None) -> int:
     for r in rows:
         ratio = reference.get((r["device"], r["size"]))
         ratio_text = f"{r['train'] / ratio:.2f}x" if ratio else "-"
-        print(f"{r['backbone']:18s} {r['device']:6s} {r['size']:4d} {r['stride']:6d} {r['params_m']:8.2f} "
+        print(f"{r['backbone']:18s} {r['joints']:6d} {r['device']:6s} {r['size']:4d} {r['stride']:6d} {r['params_m']:8.2f} "
               f"{r['train']:9.1f} {r['infer_batched']:9.1f} {r['infer_single']:9.1f} {ratio_text:>19s}")
     for note in notes:
         print(f"note: {note}")

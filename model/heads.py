@@ -38,17 +38,19 @@ def soft_argmax(logits: Tensor, num_axes: int) -> Tensor:
     The softmax is taken jointly over those axes. Returns [..., num_axes], coordinates in the order of
     the axes (so (t_d, t_y, t_x) for logits [..., D, H, W]). Computed in float32 whatever the input.
     """
-    grid_shape = logits.shape[-num_axes:]
+    grid_shape = tuple(logits.shape[-num_axes:])
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        flat = logits.float().flatten(-num_axes)
-        probs = F.softmax(flat, dim=-1).view(*logits.shape[:-num_axes], *grid_shape)
-        coords = []
-        for axis, size in enumerate(grid_shape):
-            others = tuple(a - num_axes for a in range(num_axes) if a != axis)
-            marginal = probs.sum(dim=others) if others else probs
-            positions = torch.linspace(0.0, 1.0, size, device=logits.device)
-            coords.append(marginal @ positions)
-        return torch.stack(coords, dim=-1)
+        probs = F.softmax(logits.float().flatten(-num_axes), dim=-1)
+        # one matrix product over the cells reads the probabilities once, where per-axis marginal sums
+        # would read them once per axis (the head's cost with hundreds of joints)
+        return probs @ _cell_coordinates(grid_shape, logits.device)
+
+
+def _cell_coordinates(grid_shape: tuple[int, ...], device) -> Tensor:
+    """[cells, axes]: each cell's position along every axis, ``linspace(0, 1, n)`` per axis, cells in
+    row-major order."""
+    axes = [torch.linspace(0.0, 1.0, size, device=device) for size in grid_shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid_shape))
 
 
 def heatmap_to_image(coords: Tensor, image_size: int, stride: int) -> Tensor:
@@ -88,15 +90,33 @@ class MetrabsHead(nn.Module):
                 f"backbone features are {tuple(features.shape[-2:])} cells, expected {(cells, cells)} for "
                 f"{self.image_size} px crops at stride {self.stride}: the backbone's stride does not match"
             )
-        logits = self.conv(features)
-        return self.decode(logits)
+        return self.decode_joint_major(*self._logits_joint_major(features))
+
+    def _logits_joint_major(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The 1×1 convolution's logits as (2D [B, J, H, W], 3D [B, J, D, H, W]), computed as matrix
+        products. The 3D channels are permuted in the (small) weights rather than in the (large) output,
+        so the 3D logits come out joint-major and contiguous; with hundreds of joints, the convolution's
+        layout conversions and the copies of a channel permutation cost more than the products."""
+        joints, depth = self.num_joints, self.depth
+        weight, bias = self.conv.weight.flatten(1), self.conv.bias  # [J·(1 + D), C]
+        weight3d = weight[joints:].unflatten(0, (depth, joints)).transpose(0, 1).flatten(0, 1)
+        bias3d = bias[joints:].unflatten(0, (depth, joints)).transpose(0, 1).flatten()
+        cells = features.flatten(2)  # [B, C, H·W]
+        logits2d = torch.matmul(weight[:joints], cells) + bias[:joints, None]
+        logits3d = torch.matmul(weight3d, cells) + bias3d[:, None]
+        spatial = features.shape[-2:]
+        return logits2d.unflatten(2, spatial), logits3d.unflatten(2, spatial).unflatten(1, (joints, depth))
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Head output logits [B, J·(1 + D), H, W] → (coords2d px, coords3d_rel mm)."""
+        """Head output logits [B, J·(1 + D), H, W] in the reference's channel layout → (coords2d px,
+        coords3d_rel mm)."""
         batch, _, height, width = logits.shape
         joints = self.num_joints
-        logits2d = logits[:, :joints]  # [B, J, H, W]
         logits3d = logits[:, joints:].reshape(batch, self.depth, joints, height, width).transpose(1, 2)
+        return self.decode_joint_major(logits[:, :joints], logits3d)
+
+    def decode_joint_major(self, logits2d: Tensor, logits3d: Tensor) -> tuple[Tensor, Tensor]:
+        """(2D logits [B, J, H, W], 3D logits [B, J, D, H, W]) → (coords2d px, coords3d_rel mm)."""
         t2d = soft_argmax(logits2d, 2).flip(-1)  # (t_y, t_x) → (t_x, t_y)
         t3d = soft_argmax(logits3d, 3).flip(-1)  # (t_d, t_y, t_x) → (t_x, t_y, t_z)
         coords2d = heatmap_to_image(t2d, self.image_size, self.stride)

@@ -17,7 +17,7 @@ from assets.store import open_store, write_store
 from assets.synthetic.body import Body, Subject
 from assets.synthetic.motion import generate_motion
 from assets.synthetic.rigs import look_at
-from assets.synthetic.world import save_npz
+from assets.synthetic.writing import save_npz
 
 H36M = get_skeleton("h36m_17")
 GEOMETRY_CHECKS = ("camera_rotations", "vertical_axis", "chirality")

@@ -6,103 +6,29 @@ deterministic: every random stream is keyed by (seed, dataset, names) and every 
 timestamps, so the same seed and size give byte-identical files.
 """
 
-import json
 import shutil
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from assets.cameras import Camera
 from assets.skeletons import get_skeleton
 
-from .body import Body, PartFrames, Subject
-from .motion import STYLES, generate_motion
-from .render import Figure, Scene, figure_box, render_crop
+from .body import Body, Subject
+from .motion import generate_motion
+from .render import Scene, figure_box
 from .rigs import aimed_beside, crop_around, cut_crop, handheld_cameras, look_at, random_lens, ring_rig
-from .seeding import rng_for
+from .writing import (Job, figures_of, render, save_npy, save_npz, stored_box, styles, take, write_jpeg,
+                      write_json)
 
 DATASETS = ("demo_h36m", "demo_3dhp", "demo_smpl", "demo_multiview2d", "demo_lsp2d")
 SIZES = ("demo", "tiny")
-JPEG_QUALITY = 90
 
 _ACTION_NAMES = {
     "walk": "Walking", "wave": "Greeting", "bend": "Bending", "squat": "Squatting", "turn": "Turning",
     "stretch": "Stretching", "gesture": "Directions",
 }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Deterministic file writing
-# ---------------------------------------------------------------------------------------------------
-def save_npz(path: Path, **arrays) -> None:
-    """Like ``np.savez`` but with fixed zip timestamps, so equal arrays give equal bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, value in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.asarray(value), allow_pickle=False)
-
-
-def _write_json(path: Path, content) -> None:
-    path.write_text(json.dumps(content, indent=1) + "\n")
-
-
-def _write_jpeg(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="JPEG", quality=JPEG_QUALITY)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shared pieces
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Job:
-    name: str  # the dataset, which keys its random streams
-    out: Path  # the folder being written (a temporary one until complete)
-    size: str
-    seed: int
-    image_size: int
-
-    def rng(self, *keys) -> np.random.Generator:
-        return rng_for(self.seed, self.name, *keys)
-
-
-def _figures(body: Body, frames: PartFrames) -> list[Figure]:
-    start, end = body.capsule_endpoints(frames)
-    return [
-        Figure(start[f], end[f], body.capsule_radii, body.capsule_colours, ground_xy=frames.origins[f, 0, :2])
-        for f in range(frames.num_frames)
-    ]
-
-
-def _stored_box(box) -> np.ndarray:
-    """The box as the float32 the files store, so images are rendered from exactly the stored numbers."""
-    return np.asarray(box, dtype=np.float32).astype(np.float64)
-
-
-def _render(job, rng, camera: Camera, frame_size, box, figure: Figure, scene: Scene, occlusion_rate, out_size=None):
-    occluders = int(rng.integers(1, 3)) if rng.random() < occlusion_rate else 0
-    out_size = out_size or (job.image_size, job.image_size)
-    noise = float(rng.uniform(1.0, 4.0))
-    return render_crop(camera, frame_size, box, out_size, figure, scene, rng, occluders, noise_std=noise)
-
-
-def _take(names, size: str) -> tuple:
-    """Tiny worlds keep the front of each list."""
-    return tuple(names)[:1] if size == "tiny" else tuple(names)
-
-
-def _styles(rng, count: int) -> list[str]:
-    return [str(s) for s in rng.choice(STYLES, size=count, replace=False)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,7 +42,7 @@ _H36M_FRAME = (1000, 1000)
 _H36M_FRAME_INTERVAL_S = 0.4
 
 
-def _demo_h36m(job: _Job) -> int:
+def _demo_h36m(job: Job) -> int:
     actions, num_frames = {"demo": (4, 25), "tiny": (1, 2)}[job.size]
     cameras = ring_rig(job.rng("rig"), 4, _H36M_FRAME, 1145.0, distance=(4500, 5200), height=(1400, 1800))
     entries = [
@@ -126,26 +52,26 @@ def _demo_h36m(job: _Job) -> int:
         }
         for camera_id, c in zip(_H36M_CAMERAS, cameras)
     ]
-    _write_json(job.out / "calibration.json", {"cameras": entries})
+    write_json(job.out / "calibration.json", {"cameras": entries})
     scene = Scene.random(job.seed, job.name)
     count = 0
     for subjects in _H36M_SPLITS.values():
-        for subject in _take(subjects, job.size):
+        for subject in take(subjects, job.size):
             body = Body(Subject.random(job.seed, job.name, subject))
-            for style in _styles(job.rng(subject, "actions"), actions):
+            for style in styles(job.rng(subject, "actions"), actions):
                 action = _ACTION_NAMES[style]
                 times = job.rng(subject, action, "start").uniform(0, 30) + _H36M_FRAME_INTERVAL_S * np.arange(num_frames)
                 frames = generate_motion(style, times, job.seed, job.name, subject).frames(body)
                 poses = body.joints("h36m_17", frames).astype(np.float32)
-                _save_npy(job.out / subject / "poses3d" / f"{action}.npy", poses)
-                figures = _figures(body, frames)
+                save_npy(job.out / subject / "poses3d" / f"{action}.npy", poses)
+                figures = figures_of(body, frames)
                 for cid, camera in zip(_H36M_CAMERAS, cameras):
                     rng = job.rng(subject, action, cid)
-                    boxes = np.array([_stored_box(crop_around(figure_box(camera, fig), rng)) for fig in figures])
-                    _save_npy(job.out / subject / "crops" / f"{action}.{cid}.npy", boxes.astype(np.float32))
+                    boxes = np.array([stored_box(crop_around(figure_box(camera, fig), rng)) for fig in figures])
+                    save_npy(job.out / subject / "crops" / f"{action}.{cid}.npy", boxes.astype(np.float32))
                     for f, (fig, box) in enumerate(zip(figures, boxes)):
-                        image = _render(job, rng, camera, _H36M_FRAME, box, fig, scene, occlusion_rate=0.1)
-                        _write_jpeg(job.out / subject / "images" / f"{action}.{cid}" / f"{f:06d}.jpg", image)
+                        image = render(job, rng, camera, _H36M_FRAME, box, fig, scene, occlusion_rate=0.1)
+                        write_jpeg(job.out / subject / "images" / f"{action}.{cid}" / f"{f:06d}.jpg", image)
                         count += 1
     return count
 
@@ -177,12 +103,12 @@ def _calibration_block(index: int, camera: Camera, frame_size) -> str:
     )
 
 
-def _demo_3dhp(job: _Job) -> int:
+def _demo_3dhp(job: Job) -> int:
     sequences, num_frames = {"demo": (3, 32), "tiny": (1, 2)}[job.size]
     joint_count = get_skeleton("mpi_inf_3dhp_28").num_joints
     count = 0
     for subjects in _3DHP_SPLITS.values():
-        for subject in _take(subjects, job.size):
+        for subject in take(subjects, job.size):
             body = Body(Subject.random(job.seed, job.name, subject))
             for seq in (f"Seq{m}" for m in range(1, sequences + 1)):
                 folder = job.out / subject / seq
@@ -196,11 +122,11 @@ def _demo_3dhp(job: _Job) -> int:
                     "".join(_calibration_block(c, cam, _3DHP_FRAME) for c, cam in zip(_3DHP_CAMERAS, cameras))
                 )
                 frame_numbers = _3DHP_FRAME_STEP * np.arange(num_frames)
-                style = _styles(rng, 1)[0]
+                style = styles(rng, 1)[0]
                 times = rng.uniform(0, 30) + frame_numbers / _3DHP_FPS
                 frames = generate_motion(style, times, job.seed, job.name, subject, seq).frames(body)
                 world = body.joints("mpi_inf_3dhp_28", frames)
-                figures = _figures(body, frames)
+                figures = figures_of(body, frames)
                 scene = Scene.random(job.seed, job.name, subject, seq)
 
                 annot3 = np.stack([cam.world_to_camera(world) for cam in cameras]).astype(np.float32)
@@ -213,9 +139,9 @@ def _demo_3dhp(job: _Job) -> int:
                     for f, frame in enumerate(frame_numbers):
                         person = figure_box(camera, figures[f])
                         box = cut_crop(person, rng) if rng.random() < _3DHP_CUT_RATE else crop_around(person, rng)
-                        crops[c, f] = box = _stored_box(box)
-                        image = _render(job, rng, camera, _3DHP_FRAME, box, figures[f], scene, occlusion_rate=0.25)
-                        _write_jpeg(folder / "imageSequence" / f"video_{index}" / f"frame_{frame:06d}.jpg", image)
+                        crops[c, f] = box = stored_box(box)
+                        image = render(job, rng, camera, _3DHP_FRAME, box, figures[f], scene, occlusion_rate=0.25)
+                        write_jpeg(folder / "imageSequence" / f"video_{index}" / f"frame_{frame:06d}.jpg", image)
                         count += 1
                 save_npz(
                     folder / "annot.npz",
@@ -236,7 +162,7 @@ _SMPL_DT = 6 / 30.0  # every sixth frame of a 30 fps video
 _SMPL_PLACES = ("courtyard", "downtown", "outdoors", "flat", "office", "park")
 
 
-def _demo_smpl(job: _Job) -> int:
+def _demo_smpl(job: Job) -> int:
     per_split, num_frames = {
         "demo": ({"train": 9, "validation": 2, "test": 2}, 90),
         "tiny": ({"train": 1, "validation": 1, "test": 1}, 2),
@@ -247,7 +173,7 @@ def _demo_smpl(job: _Job) -> int:
         (job.out / "sequenceFiles" / split).mkdir(parents=True)
         for _ in range(sequences):
             rng = job.rng("sequence", index)
-            style = _styles(rng, 1)[0]
+            style = styles(rng, 1)[0]
             name = f"{_SMPL_PLACES[int(rng.integers(len(_SMPL_PLACES)))]}_{style}_{index:02d}"
             index += 1
             body = Body(Subject.random(job.seed, job.name, name))
@@ -256,12 +182,12 @@ def _demo_smpl(job: _Job) -> int:
             frames = motion.frames(body)
             cameras = handheld_cameras(rng, times, frames.origins[:, 0, :2], _SMPL_FRAME, 1960.0)
             scene = Scene.random(job.seed, job.name, name)
-            figures = _figures(body, frames)
+            figures = figures_of(body, frames)
             boxes = np.zeros((num_frames, 4), dtype=np.float32)
             for f, (camera, fig) in enumerate(zip(cameras, figures)):
-                boxes[f] = box = _stored_box(crop_around(figure_box(camera, fig), rng))
-                image = _render(job, rng, camera, _SMPL_FRAME, box, fig, scene, occlusion_rate=0.2)
-                _write_jpeg(job.out / "imageFiles" / name / f"image_{f:05d}.jpg", image)
+                boxes[f] = box = stored_box(crop_around(figure_box(camera, fig), rng))
+                image = render(job, rng, camera, _SMPL_FRAME, box, fig, scene, occlusion_rate=0.2)
+                write_jpeg(job.out / "imageFiles" / name / f"image_{f:05d}.jpg", image)
                 count += 1
             poses = np.stack([cam.extrinsic_matrix for cam in cameras])
             poses[:, :3, 3] /= 1000.0  # metres
@@ -320,14 +246,14 @@ def simulate_detections(truth_uv: np.ndarray, frame_size, mirror: np.ndarray, rn
     return out
 
 
-def _demo_multiview2d(job: _Job) -> int:
+def _demo_multiview2d(job: Job) -> int:
     camera_counts, num_frames = {"demo": ((4, 3, 4, 3), 64), "tiny": ((4, 3), 2)}[job.size]
     skeleton = get_skeleton("coco_19")
     (job.out / "_evaluation_only").mkdir()
     count = 0
     for i, num_cameras in enumerate(camera_counts):
         rng = job.rng("sequence", i)
-        style = _styles(rng, 1)[0]
+        style = styles(rng, 1)[0]
         sequence = f"1712{4 + i:02d}_{style}{i + 1}"
         names = [f"00_{k:02d}" for k in sorted(rng.choice(31, size=num_cameras, replace=False))]
         cameras = ring_rig(rng, num_cameras, _MV_FRAME, 1500.0, distance=(3000, 4500), height=(1200, 2400))
@@ -339,13 +265,13 @@ def _demo_multiview2d(job: _Job) -> int:
             }
             for n, c in zip(names, cameras)
         ]
-        _write_json(job.out / f"calibration_{sequence}.json", {"cameras": entries})
+        write_json(job.out / f"calibration_{sequence}.json", {"cameras": entries})
         body = Body(Subject.random(job.seed, job.name, sequence))
         times = rng.uniform(0, 30) + 0.1 * np.arange(num_frames)
         frames = generate_motion(style, times, job.seed, job.name, sequence, radius=1000.0).frames(body)
         world = body.joints("coco_19", frames)
         np.save(job.out / "_evaluation_only" / f"{sequence}.npy", world.astype(np.float32))
-        figures = _figures(body, frames)
+        figures = figures_of(body, frames)
         scene = Scene.random(job.seed, job.name, sequence)
         (job.out / "detections" / sequence).mkdir(parents=True)
         for name, camera in zip(names, cameras):
@@ -353,12 +279,12 @@ def _demo_multiview2d(job: _Job) -> int:
             detections = simulate_detections(camera.world_to_image(world), _MV_FRAME, skeleton.mirror_indices, cam_rng)
             entries = []
             for f, fig in enumerate(figures):
-                box = _stored_box(crop_around(figure_box(camera, fig), cam_rng))
-                image = _render(job, cam_rng, camera, _MV_FRAME, box, fig, scene, occlusion_rate=0.15)
-                _write_jpeg(job.out / "images" / sequence / name / f"{f:06d}.jpg", image)
+                box = stored_box(crop_around(figure_box(camera, fig), cam_rng))
+                image = render(job, cam_rng, camera, _MV_FRAME, box, fig, scene, occlusion_rate=0.15)
+                write_jpeg(job.out / "images" / sequence / name / f"{f:06d}.jpg", image)
                 count += 1
                 entries.append({"frame": f, "crop_box": [float(v) for v in box], "keypoints": detections[f].tolist()})
-            _write_json(job.out / "detections" / sequence / f"{name}.json", {"skeleton": "coco_19", "frames": entries})
+            write_json(job.out / "detections" / sequence / f"{name}.json", {"skeleton": "coco_19", "frames": entries})
     return count
 
 
@@ -371,15 +297,15 @@ _LSP_UNLABELLED_RATE = 0.05
 _LSP_LABEL_NOISE_PX = 1.0
 
 
-def _demo_lsp2d(job: _Job) -> int:
+def _demo_lsp2d(job: Job) -> int:
     num_images = {"demo": 1000, "tiny": 10}[job.size]
     joints = np.zeros((num_images, get_skeleton("lsp_14").num_joints, 3), dtype=np.float32)
     for i in range(num_images):
         rng = job.rng("image", i)
         body = Body(Subject.random(job.seed, job.name, i))
-        style = _styles(rng, 1)[0]
+        style = styles(rng, 1)[0]
         frames = generate_motion(style, [rng.uniform(0, 30)], job.seed, job.name, i, radius=500.0).frames(body)
-        figure = _figures(body, frames)[0]
+        figure = figures_of(body, frames)[0]
         root = frames.origins[0, 0]
         azimuth, distance = rng.uniform(0, 2 * np.pi), rng.uniform(2500, 5000)
         position = root + np.array([distance * np.cos(azimuth), distance * np.sin(azimuth), 0.0])
@@ -387,10 +313,10 @@ def _demo_lsp2d(job: _Job) -> int:
         K, dist = random_lens(rng, _LSP_FRAME, rng.uniform(900, 1600))
         camera = look_at(K, dist, position, root + rng.normal(0, 80, size=3), roll=rng.normal(0, 0.08))
         width, height = (int(v) for v in rng.integers(_LSP_SIDE_PX[0], _LSP_SIDE_PX[1] + 1, size=2))
-        box = _stored_box(crop_around(figure_box(camera, figure), rng, scale=(1.1, 1.3), aspect=width / height))
+        box = stored_box(crop_around(figure_box(camera, figure), rng, scale=(1.1, 1.3), aspect=width / height))
         scene = Scene.random(job.seed, job.name, i, centre=root[:2])
-        image = _render(job, rng, camera, _LSP_FRAME, box, figure, scene, occlusion_rate=0.2, out_size=(width, height))
-        _write_jpeg(job.out / "images" / f"im{i:04d}.jpg", image)
+        image = render(job, rng, camera, _LSP_FRAME, box, figure, scene, occlusion_rate=0.2, out_size=(width, height))
+        write_jpeg(job.out / "images" / f"im{i:04d}.jpg", image)
         uv = camera.cropped(box, (width, height)).world_to_image(body.joints("lsp_14", frames)[0])
         uv += rng.normal(0.0, _LSP_LABEL_NOISE_PX, size=uv.shape)
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
@@ -425,7 +351,7 @@ def generate_dataset(root, name: str, size: str = "demo", seed: int = 0, image_s
     temporary = root / f".{name}.tmp"
     temporary.mkdir()
     try:
-        count = _GENERATORS[name](_Job(name=name, out=temporary, size=size, seed=seed, image_size=image_size))
+        count = _GENERATORS[name](Job(name=name, out=temporary, size=size, seed=seed, image_size=image_size))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
