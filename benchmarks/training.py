@@ -73,7 +73,7 @@ def _time_loop(step, seconds: float, device: torch.device, minimum: int = 3) -> 
 
 
 def measure(backbone: str, size: int, stride: int, batch: int, device: torch.device, seconds: float,
-            formats=FIVE_FORMATS) -> dict:
+            formats=FIVE_FORMATS, own_format_joints: bool = False) -> dict:
     config = MetrabsConfig(joint_names=union_joint_names(formats), backbone=backbone, image_size=size,
                            stride=stride)
     model = MetrabsModel(config).to(device)
@@ -84,14 +84,22 @@ def measure(backbone: str, size: int, stride: int, batch: int, device: torch.dev
     targets = _target_poses(model, batch, device)
     use_amp = device.type == "cuda"
     step_index = [0]
+    own_joints, joint_valid = None, None
+    if own_format_joints:  # as separate-heads training: example i labelled in format i mod F computes only those
+        own_joints = model.own_format_joints([formats[i % len(formats)] for i in range(batch)])
+        joint_valid = torch.zeros(batch, len(model.joint_names), dtype=torch.bool, device=device)
+        indices, present, _ = own_joints
+        rows = torch.arange(batch, device=device)[:, None].expand_as(indices)
+        joint_valid[rows[present], indices[present]] = True
 
     def train_step():
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step_index[0], 1000, 1e-3)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = model(images, intrinsics)
-        loss = loss_3d_batch(out["coords3d_abs"].float(), targets, intrinsics, settings=settings, step=100)["total"]
+            out = model(images, intrinsics, own_joints=own_joints)
+        loss = loss_3d_batch(out["coords3d_abs"].float(), targets, intrinsics, settings=settings, step=100,
+                             joint_valid=joint_valid)["total"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -107,7 +115,7 @@ def measure(backbone: str, size: int, stride: int, batch: int, device: torch.dev
     batched_seconds, _ = _time_loop(infer(batch), seconds / 2, device)
     single_seconds, _ = _time_loop(infer(1), seconds / 2, device)
     return {
-        "backbone": backbone, "joints": len(config.joint_names), "device": device.type, "size": size, "stride": stride, "params_m": parameters / 1e6,
+        "backbone": backbone, "joints": len(config.joint_names), "own": own_format_joints, "device": device.type, "size": size, "stride": stride, "params_m": parameters / 1e6,
         "train": batch / train_seconds, "infer_batched": batch / batched_seconds, "infer_single": 1 / single_seconds,
         "train_steps_timed": train_calls,
     }
@@ -123,6 +131,9 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when present)")
     parser.add_argument("--formats", default="five", help="output formats: 'five' (h36m_17, mpi_inf_3dhp_28, "
                         "smpl_24, coco_19, blazepose_33), 'all' registered ones, or a comma-separated list")
+    parser.add_argument("--own-format-joints", action="store_true",
+                        help="train as separate heads do: each example computes only its own format's joints "
+                             "(example i in format i mod the number of formats)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads")
     args = parser.parse_args(argv)
     formats = {"five": FIVE_FORMATS, "all": tuple(known_skeletons())}.get(args.formats) or \
@@ -142,7 +153,8 @@ def main(argv=None) -> int:
             for size in (int(s) for s in args.sizes.split(",")):
                 stride = _stride_for(backbone, args.stride)
                 try:
-                    row = measure(backbone, size, stride, args.batch, device, args.seconds, formats)
+                    row = measure(backbone, size, stride, args.batch, device, args.seconds, formats,
+                                  args.own_format_joints)
                 except ImportError as error:
                     notes.append(f"{backbone}: skipped ({str(error).split(';')[0]})")
                     break
@@ -151,7 +163,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name() if "cuda" in devices else ""
     print(f"\nPose estimator throughput, images/s (batch {args.batch}; CPU threads {args.threads}"
           f"{'; GPU ' + name if name else ''}; torch {torch.__version__})\n")
-    header = f"{'backbone':18s} {'joints':>6s} {'device':6s} {'px':>4s} {'stride':>6s} {'params M':>8s} {'train':>9s} " \
+    header = f"{'backbone':18s} {'joints':>6s} {'own':>4s} {'device':6s} {'px':>4s} {'stride':>6s} {'params M':>8s} {'train':>9s} " \
              f"{'infer@B':>9s} {'infer@1':>9s} {'train vs small_cnn':>19s}"
     print(header)
     print("-" * len(header))
@@ -159,7 +171,7 @@ def main(argv=None) -> int:
     for r in rows:
         ratio = reference.get((r["device"], r["size"]))
         ratio_text = f"{r['train'] / ratio:.2f}x" if ratio else "-"
-        print(f"{r['backbone']:18s} {r['joints']:6d} {r['device']:6s} {r['size']:4d} {r['stride']:6d} {r['params_m']:8.2f} "
+        print(f"{r['backbone']:18s} {r['joints']:6d} {'yes' if r['own'] else 'no':>4s} {r['device']:6s} {r['size']:4d} {r['stride']:6d} {r['params_m']:8.2f} "
               f"{r['train']:9.1f} {r['infer_batched']:9.1f} {r['infer_single']:9.1f} {ratio_text:>19s}")
     for note in notes:
         print(f"note: {note}")

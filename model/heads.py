@@ -83,29 +83,34 @@ class MetrabsHead(nn.Module):
     def heatmap_size(self) -> int:
         return self.image_size // self.stride
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, joints: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``joints``: indices of the joints to compute, [K] for the whole batch or [B, K] per example, in the
+        order they come out (None: all). Training a model on many formats asks each example only for its
+        own format's joints: the loss has no other labels, and the head's cost grows with the joints it
+        computes."""
         cells = self.heatmap_size
         if features.shape[-2:] != (cells, cells):
             raise RuntimeError(
                 f"backbone features are {tuple(features.shape[-2:])} cells, expected {(cells, cells)} for "
                 f"{self.image_size} px crops at stride {self.stride}: the backbone's stride does not match"
             )
-        return self.decode_joint_major(*self._logits_joint_major(features))
+        return self.decode_joint_major(*self._logits_joint_major(features, joints))
 
-    def _logits_joint_major(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """The 1×1 convolution's logits as (2D [B, J, H, W], 3D [B, J, D, H, W]), computed as matrix
-        products. The 3D channels are permuted in the (small) weights rather than in the (large) output,
-        so the 3D logits come out joint-major and contiguous; with hundreds of joints, the convolution's
-        layout conversions and the copies of a channel permutation cost more than the products."""
-        joints, depth = self.num_joints, self.depth
-        weight, bias = self.conv.weight.flatten(1), self.conv.bias  # [J·(1 + D), C]
-        weight3d = weight[joints:].unflatten(0, (depth, joints)).transpose(0, 1).flatten(0, 1)
-        bias3d = bias[joints:].unflatten(0, (depth, joints)).transpose(0, 1).flatten()
+    def _logits_joint_major(self, features: Tensor, joints: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The 1×1 convolution's logits of ``joints`` as (2D [B, K, H, W], 3D [B, K, D, H, W]), computed as
+        matrix products. The 3D channels are picked in the (small) weights in joint-major order rather than
+        permuted in the (large) output, so the 3D logits come out contiguous; with hundreds of joints, the
+        convolution's layout conversions and the copies of a channel permutation cost more than the products."""
+        weight, bias = self.conv.weight.flatten(1), self.conv.bias  # [J·(1 + D), C]; channel J + d·J + j
+        if joints is None:
+            joints = torch.arange(self.num_joints, device=weight.device)
+        slices = torch.arange(1, self.depth + 1, device=weight.device) * self.num_joints
+        channels3d = (joints[..., None] + slices).flatten(-2)  # joint-major, then depth slice
         cells = features.flatten(2)  # [B, C, H·W]
-        logits2d = torch.matmul(weight[:joints], cells) + bias[:joints, None]
-        logits3d = torch.matmul(weight3d, cells) + bias3d[:, None]
+        logits2d = torch.matmul(weight[joints], cells) + bias[joints, None]
+        logits3d = torch.matmul(weight[channels3d], cells) + bias[channels3d, None]
         spatial = features.shape[-2:]
-        return logits2d.unflatten(2, spatial), logits3d.unflatten(2, spatial).unflatten(1, (joints, depth))
+        return logits2d.unflatten(2, spatial), logits3d.unflatten(2, spatial).unflatten(1, (joints.shape[-1], self.depth))
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Head output logits [B, J·(1 + D), H, W] in the reference's channel layout → (coords2d px,

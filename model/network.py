@@ -149,6 +149,7 @@ class MetrabsModel(nn.Module):
         *,
         mix_3d_inside_fov: float | Tensor | None = None,
         weak_perspective: bool = False,
+        own_joints: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Crops and their intrinsics → dict(coords2d [B, J, 2] px, coords3d_rel [B, J, 3] mm,
         coords3d_abs [B, J, 3] camera-frame mm).
@@ -156,20 +157,66 @@ class MetrabsModel(nn.Module):
         ``mix_3d_inside_fov`` None means U(0, 1) per example in training mode and 0.5 in eval mode
         (see ``reconstruct_absolute``). ``weak_perspective`` is for the first training steps, while the 2D
         and 3D heads still disagree wildly (the reference uses it for the first 500 steps).
+
+        ``own_joints``: (indices [B, K], present [B, K], everything [B]) from ``own_format_joints``: each
+        example computes only those of its joints that are present, and its absolute pose is reconstructed
+        from them alone, except the examples marked ``everything``, which compute all joints. The joints an
+        example does not compute are 0, which is where training has no label for them.
         """
         x = self.prepare_images(images)
         K = self.prepare_intrinsics(intrinsics, len(x))
-        coords2d, coords3d_rel = self.heatmap_outputs(x)
         if mix_3d_inside_fov is None:
             mix_3d_inside_fov = torch.rand(len(x), device=x.device) if self.training else 0.5
-        coords3d_abs = self._reconstruct(coords2d, coords3d_rel, K, mix_3d_inside_fov, weak_perspective)
-        return {"coords2d": coords2d, "coords3d_rel": coords3d_rel, "coords3d_abs": coords3d_abs}
+        if own_joints is None:
+            coords2d, coords3d_rel = self.heatmap_outputs(x)
+            coords3d_abs = self._reconstruct(coords2d, coords3d_rel, K, mix_3d_inside_fov, weak_perspective)
+            return {"coords2d": coords2d, "coords3d_rel": coords3d_rel, "coords3d_abs": coords3d_abs}
+        indices, present, everything = own_joints
+        features = self.backbone(x)
+        mix = torch.as_tensor(mix_3d_inside_fov, dtype=torch.float32, device=x.device).expand(len(x))
+        keys = ("coords2d", "coords3d_rel", "coords3d_abs")
+        outputs = {key: features.new_zeros(len(x), len(self.joint_names), 2 if key == "coords2d" else 3,
+                                           dtype=torch.float32) for key in keys}
+        rows = torch.arange(len(x), device=x.device)
+        own_rows, all_rows = rows[~everything], rows[everything]
+        if len(own_rows):
+            own_indices, own_present = indices[own_rows], present[own_rows]
+            coords2d, coords3d_rel = self.head(features[own_rows], own_indices)
+            coords3d_abs = self._reconstruct(coords2d, coords3d_rel, K[own_rows], mix[own_rows], weak_perspective,
+                                             own_present)
+            where = (own_rows[:, None].expand_as(own_indices)[own_present], own_indices[own_present])
+            for key, value in zip(keys, (coords2d, coords3d_rel, coords3d_abs)):
+                outputs[key] = outputs[key].index_put(where, value[own_present].float())
+        if len(all_rows):
+            coords2d, coords3d_rel = self.head(features[all_rows])
+            coords3d_abs = self._reconstruct(coords2d, coords3d_rel, K[all_rows], mix[all_rows], weak_perspective)
+            for key, value in zip(keys, (coords2d, coords3d_rel, coords3d_abs)):
+                outputs[key] = outputs[key].index_put((all_rows,), value.float())
+        return outputs
 
-    def _reconstruct(self, coords2d: Tensor, coords3d_rel: Tensor, K: Tensor, mix, weak_perspective: bool) -> Tensor:
+    def own_format_joints(self, skeletons: Sequence[str], everything: Tensor | None = None
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+        """``own_joints`` for a batch whose example i is labelled in format ``skeletons[i]``: (indices
+        [B, K] of its format's joints, padded to the largest format with its first joint; present [B, K];
+        ``everything`` [B], the examples that compute all joints, default none)."""
+        device = self.head.conv.weight.device
+        formats = {name: self.joint_indices(name) for name in dict.fromkeys(skeletons)}
+        width = max(len(joints) for joints in formats.values())
+        indices = torch.zeros(len(skeletons), width, dtype=torch.long)
+        present = torch.zeros(len(skeletons), width, dtype=torch.bool)
+        for row, name in enumerate(skeletons):
+            joints = formats[name]
+            indices[row] = torch.as_tensor(joints + [joints[0]] * (width - len(joints)))
+            present[row, :len(joints)] = True
+        if everything is None:
+            everything = torch.zeros(len(skeletons), dtype=torch.bool)
+        return indices.to(device), present.to(device), everything.to(device)
+
+    def _reconstruct(self, coords2d: Tensor, coords3d_rel: Tensor, K: Tensor, mix, weak_perspective: bool,
+                     present: Tensor | None = None) -> Tensor:
         in_fov = is_within_fov(coords2d, self.config.image_size, self.config.stride)
-        return reconstruct_absolute(
-            coords2d, coords3d_rel, K, is_in_fov=in_fov, mix_3d_inside_fov=mix, weak_perspective=weak_perspective
-        )
+        return reconstruct_absolute(coords2d, coords3d_rel, K, is_in_fov=in_fov, mix_3d_inside_fov=mix,
+                                    weak_perspective=weak_perspective, joint_present=present)
 
     def predict(self, images: Tensor | np.ndarray, intrinsics: Tensor | np.ndarray, *, flip_test: bool = False) -> dict[str, Tensor]:
         """Inference outputs as ``forward`` (BatchNorm in eval mode, no autograd, mix 0.5).

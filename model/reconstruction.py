@@ -171,6 +171,7 @@ def reconstruct_absolute(
     mix_3d_inside_fov: float | Tensor = 0.5,
     weak_perspective: bool = False,
     regularization: float = DEFAULT_REGULARIZATION,
+    joint_present: Tensor | None = None,
 ) -> Tensor:
     """Camera-frame absolute pose [B, J, 3] (mm) from 2D pixels [B, J, 2] and reference-relative 3D [B, J, 3].
 
@@ -186,7 +187,8 @@ def reconstruct_absolute(
     both heads learn to be right on their own). ``regularization=0`` solves the plain least squares; the
     default (the reference's) damps ill-conditioned examples at the cost of shrinking T slightly: about
     0.05 % of the distance for a 17-joint person centred in the crop (1.5 mm at 2.5 m, 6 mm at 10 m),
-    less with more joints, far below the network's own error.
+    less with more joints, far below the network's own error. ``joint_present`` (bool [B, J]; None: all)
+    leaves out padding entries, which then weigh nothing in T.
     """
     _check_points(coords2d_px, "coords2d_px", 2)
     _check_points(coords3d_rel_mm, "coords3d_rel_mm", 3)
@@ -210,6 +212,8 @@ def reconstruct_absolute(
         if is_in_fov is None:
             is_in_fov = torch.ones(batch, joints, dtype=torch.bool, device=coords2d.device)
         weights = torch.where(is_in_fov, 1.0, OUT_OF_FOV_WEIGHT).to(dtype)
+        if joint_present is not None:
+            weights = torch.where(joint_present, weights, torch.zeros((), dtype=dtype, device=weights.device))
 
         if weak_perspective:
             reference = _reference_weak_perspective(normalized2d, rel, weights)

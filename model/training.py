@@ -73,6 +73,11 @@ class TrainingConfig:
     weak_perspective_steps: int = 30  # the paper: 500
     bn_inference_steps: int = 0  # last steps with BatchNorm statistics frozen (the paper: 1000)
     consistency_weight: float = 1.0
+    # consistency mode: examples per step that compute every format's joints for the consistency term
+    # (None: all, as the reference); the others compute only their own format's joints, which is all the
+    # supervised loss reads. The term is then a mean over a random sample of the batch, at a fraction of
+    # the cost: the head's cost grows with the joints it computes.
+    consistency_examples: int | None = None
     teacher_start_step: int = 100  # hybrid mode: when the latent head starts learning from the joints
     checkpoint_every: int = 100
     log_every: int = 20
@@ -89,6 +94,8 @@ class TrainingConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.consistency_examples is not None and self.consistency_examples < 1:
+            raise ValueError(f"consistency_examples: expected a positive number or None, got {self.consistency_examples}")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError(f"steps and checkpoint_every must be positive, got {self.steps}, {self.checkpoint_every}")
 
@@ -172,7 +179,9 @@ class _Objective:
     def reconstruct(self, poses: Tensor) -> Tensor:
         return torch.einsum("jk,bjd->bkd", self.recon.to(poses.dtype), poses)
 
-    def __call__(self, out: dict, batch3d: dict | None, batch2d: dict | None, step: int) -> dict[str, Tensor]:
+    def __call__(self, out: dict, batch3d: dict | None, batch2d: dict | None, step: int,
+                 consistency_rows: Tensor | None = None) -> dict[str, Tensor]:
+        """``consistency_rows``: bool [B], the examples that computed every joint (None: all of them)."""
         n3 = 0 if batch3d is None else len(batch3d["pose3d"])
         terms = {}
 
@@ -192,9 +201,11 @@ class _Objective:
 
         def consistency(pred: Tensor) -> Tensor:
             # the 2D batch counts 0.2 as much, as its supervised loss does
-            weights = [1.0] * n3 + [self.settings.weight_2d] * (len(pred) - n3)
+            weights = pred.new_tensor([1.0] * n3 + [self.settings.weight_2d] * (len(pred) - n3))
+            if consistency_rows is not None:
+                pred, weights = pred[consistency_rows], weights[consistency_rows]
             per_example = (pred - self.reconstruct(pred)).abs().mean(dim=(1, 2)) / 1000
-            return (per_example * pred.new_tensor(weights)).sum() / max(len(pred), 1)
+            return (per_example * weights).sum() / max(len(pred), 1)
 
         joints = out["joints"].float()
         if self.config.mode in ("separate", "latent"):
@@ -348,9 +359,12 @@ def train(
         parts = [p for p in (part3d, part2d) if p is not None]
         images = torch.cat([p["image"] for p in parts])
         intrinsics = torch.cat([p["intrinsics"] for p in parts])
+        # separate heads learn only from their own format's labels, so each example computes only its
+        # format's joints (the other modes' losses read every joint)
+        own_joints, consistency_rows = _joints_to_compute(config, estimator, parts, global_batch_size, own_rows)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(images, intrinsics, mix_3d_inside_fov=mix,
-                        weak_perspective=step < config.weak_perspective_steps)
+                        weak_perspective=step < config.weak_perspective_steps, own_joints=own_joints)
         if distributed:
             # the losses are means over the valid entries of the whole global batch (model.losses): each
             # process computes them from the global batch's predictions and labels
@@ -359,7 +373,7 @@ def train(
                 part3d = _global_batch({k: part3d[k] for k in _LOSS_LABELS}, part_rows["3d"], rank)
             if part2d is not None:
                 part2d = _global_batch({k: part2d[k] for k in _LOSS_LABELS}, part_rows["2d"], rank)
-        terms = objective(out, part3d, part2d, step)
+        terms = objective(out, part3d, part2d, step, consistency_rows)
         optimizer.zero_grad(set_to_none=True)
         # each process's gradient is the global loss's through its own rows only: DDP's mean of them,
         # times nproc, is the gradient of the global batch
@@ -394,6 +408,23 @@ def train(
             write_bytes_atomically(out_dir / HISTORY_FILE, json.dumps(history, indent=1).encode())
     return TrainingResult(model_path=out_dir / MODEL_FILE, steps=step, resumed_from=resumed_from, history=history,
                           images_per_second=rate, device=where, seconds=seconds)
+
+
+def _joints_to_compute(config: TrainingConfig, estimator: PoseEstimator, parts: list[dict], global_batch_size: int,
+                       own_rows: Tensor) -> tuple[tuple | None, Tensor | None]:
+    """(the network's ``own_joints`` for this process's rows or None for every joint, the global batch's
+    rows that compute every joint for the consistency term or None for all). Separate heads learn only
+    from their own format's labels; the consistency mode also needs every joint of its sampled rows."""
+    if config.mode == "separate":
+        everything = None
+    elif config.mode == "consistency" and config.consistency_examples is not None:
+        everything = torch.zeros(global_batch_size, dtype=torch.bool, device=own_rows.device)
+        everything[torch.randperm(global_batch_size, device=own_rows.device)[:config.consistency_examples]] = True
+    else:
+        return None, None
+    skeletons = [name for part in parts for name in part["skeleton"]]
+    own_joints = estimator.network.own_format_joints(skeletons, None if everything is None else everything[own_rows])
+    return own_joints, everything
 
 
 def _report_nothing(message: str) -> None:

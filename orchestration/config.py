@@ -65,6 +65,7 @@ class RunSettings:
     steps: int
     learning_rate: float
     mode: str = "separate"
+    consistency_examples: int | None = None  # consistency mode: examples per step that compute every joint
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,8 @@ def _only_configured(names, datasets: dict, key: tuple) -> None:
 
 
 _PSEUDO_GT_RULES = {"threshold_fraction": _number(0, 1), "min_views": _integer(2)}
-_RUN_RULES = {"steps": _integer(1), "learning_rate": _number(0), "mode": _choice(TRAINING_MODES, "training modes")}
+_RUN_RULES = {"steps": _integer(1), "learning_rate": _number(0), "mode": _choice(TRAINING_MODES, "training modes"),
+              "consistency_examples": _optional(_integer(1))}
 _TRAINING_RULES = {
     "batch_3d": _by_dataset(_integer(1)), "batch_2d": _by_dataset(_integer(1)),
     "initial": _settings(RunSettings, _RUN_RULES), "final": _settings(RunSettings, _RUN_RULES),

@@ -82,7 +82,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.training import TrainingConfig
 
         return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
-                              backbone=settings.backbone, workers=settings.workers,
+                              consistency_examples=run.consistency_examples, backbone=settings.backbone, workers=settings.workers,
                               image_cache_mb=settings.image_cache_mb,
                               checkpoint_every=settings.checkpoint_every,
                               image_size=settings.image_size or config.image_size, stride=settings.stride,

@@ -366,3 +366,47 @@ def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(config):
     optimizer.step()
     assert loss().item() < before.item()
     assert math.isfinite(before.item())
+
+
+def test_own_format_joints_compute_only_those_and_reconstruct_each_format_on_its_own():
+    from model.reconstruction import is_within_fov, reconstruct_absolute
+
+    skeletons = ("h36m_17", "smpl_24", "coco_19")
+    model = MetrabsModel(MetrabsConfig(joint_names=union_joint_names(skeletons), backbone="small_cnn",
+                                       image_size=64, stride=8)).eval()
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8, generator=generator)
+    intrinsics = torch.tensor([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]]).expand(5, 3, 3).contiguous()
+    labelled_in = ["smpl_24", "h36m_17", "smpl_24", "coco_19", "h36m_17"]
+    with torch.no_grad():
+        full = model(images, intrinsics, mix_3d_inside_fov=0.5)
+        grouped = model(images, intrinsics, mix_3d_inside_fov=0.5, own_joints=model.own_format_joints(labelled_in))
+    for row, skeleton in enumerate(labelled_in):
+        own = model.joint_indices(skeleton)
+        others = [j for j in range(len(model.joint_names)) if j not in own]
+        for key in ("coords2d", "coords3d_rel"):
+            torch.testing.assert_close(grouped[key][row, own], full[key][row, own], rtol=1e-4, atol=1e-3)
+            assert torch.all(grouped[key][row, others] == 0)
+        coords2d, coords3d_rel = full["coords2d"][row:row + 1, own], full["coords3d_rel"][row:row + 1, own]
+        expected = reconstruct_absolute(coords2d, coords3d_rel, intrinsics[row:row + 1],
+                                        is_in_fov=is_within_fov(coords2d, 64, 8), mix_3d_inside_fov=0.5)
+        # a least-squares solve: float32 rounding grows with its condition, so the tolerance is a share of
+        # the pose's size, far below how much the reconstruction from every format's joints differs
+        tolerance = 1e-3 * float(expected.abs().max())
+        torch.testing.assert_close(grouped["coords3d_abs"][row:row + 1, own], expected, rtol=0, atol=tolerance)
+        assert float((full["coords3d_abs"][row:row + 1, own] - expected).abs().max()) > 10 * tolerance
+
+
+def test_examples_marked_everything_compute_every_joint_as_without_own_joints():
+    model = MetrabsModel(MetrabsConfig(joint_names=union_joint_names(("h36m_17", "smpl_24")), backbone="small_cnn",
+                                       image_size=64, stride=8)).eval()
+    images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    intrinsics = torch.tensor([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]]).expand(3, 3, 3).contiguous()
+    own = model.own_format_joints(["smpl_24", "h36m_17", "smpl_24"], everything=torch.tensor([False, True, False]))
+    with torch.no_grad():
+        full = model(images, intrinsics, mix_3d_inside_fov=0.5)
+        mixed = model(images, intrinsics, mix_3d_inside_fov=0.5, own_joints=own)
+    for key in ("coords2d", "coords3d_rel", "coords3d_abs"):
+        scale = float(full[key][1].abs().max())
+        torch.testing.assert_close(mixed[key][1], full[key][1], rtol=0, atol=1e-5 * scale)
+    assert torch.all(mixed["coords3d_abs"][0, model.joint_indices("h36m_17")] == 0)

@@ -56,13 +56,17 @@ def test_training_lowers_the_loss(sources, tmp_path):
     assert last < 0.8 * first
 
 
-@pytest.mark.parametrize("mode", ["consistency", "latent", "hybrid"])
-def test_every_mode_trains_with_a_frozen_autoencoder(sources, tmp_path, mode):
+@pytest.mark.parametrize("mode, consistency_examples", [("consistency", None), ("consistency", 2), ("latent", None),
+                                                        ("hybrid", None)])
+def test_every_mode_trains_with_a_frozen_autoencoder(sources, tmp_path, mode, consistency_examples):
     joints = union_joint_names(["h36m_17", "smpl_24", "lsp_14"])
     rng = np.random.default_rng(0)
     poses = rng.normal(0, 200, (64, len(joints), 3)) + [0, 0, 4000]
     acae = fit_acae(poses, joints, AcaeFitSettings(4, 2, steps=20, batch_size=32))
-    result = train(TrainingConfig(**{**TINY, "mode": mode}), sources, tmp_path / mode, acae=acae)
+    result = train(TrainingConfig(**{**TINY, "mode": mode, "consistency_examples": consistency_examples}), sources,
+                   tmp_path / mode, acae=acae)
+    if mode != "latent":
+        assert all(np.isfinite(h["consistency"]) and h["consistency"] > 0 for h in result.history)
     estimator = PoseEstimator.load(result.model_path)
     assert estimator.mode == mode
     crops = np.zeros((2, 64, 64, 3), np.uint8)
