@@ -143,9 +143,9 @@ REAL_RECORDINGS = {"pose2sim_demo": "assets.real.pose2sim", "pose2sim_multi": "a
 
 def generated_datasets(config) -> tuple[list[str], list[str]]:
     """The configured datasets whose raw folders `dozens generate` writes: (synthetic ones, real recordings)."""
-    from assets.synthetic.world import DATASETS as SYNTHETIC
+    from assets.synthetic.world import READERS
 
-    synthetic = [name for name, entry in config.datasets.items() if entry.converter in SYNTHETIC]
+    synthetic = [name for name, entry in config.datasets.items() if READERS.get(entry.raw.name) == entry.converter]
     real = [name for name, entry in config.datasets.items() if entry.converter in REAL_RECORDINGS]
     return synthetic, real
 

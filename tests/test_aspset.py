@@ -12,7 +12,6 @@ import inspect
 import json
 import logging
 import shutil
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from assets.converters.raw_io import RawDataError
 from assets.quality import run_store_checks
 from assets.skeletons import get_skeleton
 from assets.store import open_store
+from assets.synthetic.release_layouts import write_boxes_csv, write_c3d, write_camera_json, write_splits_csv
 from converter_checks import assert_refused_keeping_the_store, assert_labels_on_the_rendered_joints
 from raw_media import write_video
 
@@ -138,42 +138,14 @@ def render(camera: Camera, joints_world: np.ndarray, frame: int) -> np.ndarray:
 
 # -- writing the raw tree ----------------------------------------------------------------------
 
-def write_c3d(path: Path, joints: np.ndarray, *, units: str = "mm", labels=aspset.JOINT_LABELS, rate: float = 50.0,
-              invalid=()) -> None:
-    """A float C3D as posekit's save_c3d_mocap writes (through ezc3d): POINT:RATE, UNITS, LABELS, SKEL."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = c3d.Writer(point_rate=rate, point_units=units)
-    if labels is not None:
-        writer.set_point_labels(list(labels))
-    writer.point_group.add_str("SKEL", "skeleton name", "aspset_17j", len("aspset_17j"), 1)
-    frames = []
-    for f, pose in enumerate(joints):
-        points = np.zeros((len(pose), 5))
-        points[:, :3] = pose
-        for frame, joint in invalid:
-            if frame == f:
-                points[joint, 3] = -1
-        frames.append((points, np.zeros((0, 0))))
-    writer.add_frames(frames)
-    with warnings.catch_warnings(), open(path, "wb") as handle:
-        warnings.simplefilter("ignore")  # the writer warns "No analog data found"
-        writer.write(handle)
-
-
 def write_camera(path: Path, extrinsic: np.ndarray, *, flat: bool = False, drop: str | None = None,
                  intrinsic: np.ndarray | None = None) -> None:
     K = np.concatenate([scaled_k(), np.zeros((3, 1))], axis=1) if intrinsic is None else intrinsic
-    data = {"intrinsic_matrix": K, "extrinsic_matrix": extrinsic}
-    data = {k: (v.reshape(-1) if flat else v).tolist() for k, v in data.items() if k != drop}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
-def write_boxes(path: Path, boxes: np.ndarray, empty_rows=()) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["x1,y1,x2,y2"]
-    lines += ["" if f in empty_rows else ",".join(f"{v:.4f}" for v in box) for f, box in enumerate(boxes)]
-    path.write_text("\n".join(lines) + "\n")
+    write_camera_json(path, K, extrinsic, flat=flat)
+    if drop is not None:
+        data = json.loads(path.read_text())
+        del data[drop]
+        path.write_text(json.dumps(data))
 
 
 def views_of(camera_id: str) -> tuple:
@@ -182,7 +154,7 @@ def views_of(camera_id: str) -> tuple:
 
 def build_raw(root: Path, *, frames: bool, videos: bool) -> Path:
     root.mkdir(parents=True)
-    (root / "splits.csv").write_text("".join(f"{s},{c},{split},{cam}\n" for s, c, split, cam, _ in CLIPS))
+    write_splits_csv(root / "splits.csv", [(s, c, split, cam) for s, c, split, cam, _ in CLIPS])
     for subject, folder in (("04ac", "trainval"), ("12ab", "test")):
         for camera in CAMERAS:
             write_camera(root / folder / "cameras" / subject / f"{subject}-{camera}.json",
@@ -194,9 +166,10 @@ def build_raw(root: Path, *, frames: bool, videos: bool) -> Path:
             write_c3d(split_dir / "joints_3d" / subject / f"{subject}-{clip}.c3d", world)
         for camera in views_of(camera_id):
             stem = f"{subject}-{clip}-{camera}"
-            empty = [EMPTY_BOX[3]] if (subject, clip, camera) == EMPTY_BOX[:3] else []
-            write_boxes(split_dir / "boxes" / subject / f"{stem}.csv", planted_boxes(subject, clip, camera, world),
-                        empty)
+            boxes = planted_boxes(subject, clip, camera, world)
+            if (subject, clip, camera) == EMPTY_BOX[:3]:
+                boxes[EMPTY_BOX[3]] = np.nan
+            write_boxes_csv(split_dir / "boxes" / subject / f"{stem}.csv", boxes)
             images = [render(planted_camera(subject, camera), world[f], f) for f in range(num_frames)]
             if frames:
                 folder = split_dir / "frames" / subject / stem
@@ -428,8 +401,9 @@ def test_metres_are_converted_and_unknown_units_refused(tmp_path):
 def test_c3d_labels_decide_the_joint_order_and_invalid_points_are_unlabelled(tmp_path):
     world = planted_world("04ac", "0026", 3)
     order = np.random.default_rng(1).permutation(17)
-    write_c3d(tmp_path / "shuffled.c3d", world[:, order], labels=[aspset.JOINT_LABELS[j] for j in order],
-              invalid=[(1, 4)])
+    shuffled = world[:, order].copy()
+    shuffled[1, 4] = np.nan  # written as C3D's invalid point
+    write_c3d(tmp_path / "shuffled.c3d", shuffled, labels=[aspset.JOINT_LABELS[j] for j in order])
     joints = aspset.read_joints(tmp_path / "shuffled.c3d")
     invalid = order[4]  # the 5th point of the file is joint order[4]
     assert np.isnan(joints[1, invalid]).all() and np.isfinite(np.delete(joints, 1, axis=0)).all()

@@ -6,10 +6,12 @@ import pytest
 from assets.cameras import Camera
 from assets.converters import CONVERTERS, get_converter
 from assets.converters.common import convert
+from assets.converters.interface import converter_skeleton
 from assets.converters.raw_io import RawDataError
 from assets.skeletons import get_skeleton
 from assets.store import open_store
 from assets.synthetic import DATASETS as SYNTHETIC_DATASETS
+from assets.synthetic import READERS
 from converter_checks import assert_refused_keeping_the_store
 
 
@@ -25,14 +27,14 @@ def raw_copy(tiny_world, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SYNTHETIC_DATASETS))
 def test_every_converter_on_a_tiny_world(tiny_world, tmp_path, name):
-    converter = get_converter(name)
+    converter = get_converter(READERS[name])
     result = convert(converter, tiny_world / name, tmp_path / f"{name}.zarr", image_size=64)
     store = open_store(result.path)
-    skeleton = get_skeleton(converter.SKELETON)
+    skeleton = get_skeleton(converter_skeleton(converter, tiny_world / name))
     assert len(store) == result.num_examples > 0
     assert store.load("pose2d").shape == (len(store), skeleton.num_joints, 2)
     assert store.load("image").shape[1:] == (64, 64, 3)
-    assert store.attrs["skeleton"] == skeleton.name and store.attrs["converter"] == name
+    assert store.attrs["skeleton"] == skeleton.name and store.attrs["converter"] == READERS[name]
     assert len(store.attrs["raw_fingerprint"]) == 64
     valid = store.load("joint_valid")
     pose2d = store.load("pose2d")
@@ -53,7 +55,7 @@ def test_every_converter_on_a_tiny_world(tiny_world, tmp_path, name):
 
 
 def test_registry_has_a_converter_for_every_demo_dataset():
-    assert set(SYNTHETIC_DATASETS) | {"pose2sim_demo"} <= set(CONVERTERS)  # pose2sim: tests/test_pose2sim.py
+    assert set(READERS.values()) | {"pose2sim_demo"} <= set(CONVERTERS)  # pose2sim: tests/test_pose2sim.py
     with pytest.raises(KeyError, match="known converters"):
         get_converter("h36m_official")
 

@@ -26,6 +26,7 @@ from assets.converters.raw_io import RawDataError  # noqa: E402
 from assets.quality import run_store_checks  # noqa: E402
 from assets.skeletons import get_skeleton  # noqa: E402
 from assets.store import open_store  # noqa: E402
+from assets.synthetic.release_layouts import write_metadata_xml, write_pose_cdf  # noqa: E402
 from converter_checks import assert_labels_on_the_rendered_joints
 from raw_media import write_video
 
@@ -140,43 +141,14 @@ def to_camera(world, subject, camera):
 
 # -- writing the raw tree ----------------------------------------------------------------------
 
-def write_metadata(path: Path, w0: np.ndarray | None = None, text: str | None = None) -> None:
+def write_metadata(path: Path, w0: np.ndarray | None = None) -> None:
+    """metadata.xml with the planted calibration (or ``w0``)."""
     if w0 is None:
         extrinsics = np.stack([subject_extrinsics(s) for s in range(1, 12)], axis=1)  # [camera, subject, 6]
         intrinsics = INTRINSICS.copy()
         intrinsics[:, :4] *= SCALE
         w0 = np.concatenate([extrinsics.reshape(-1), intrinsics.reshape(-1)])
-    text = text if text is not None else "[" + " ".join(repr(float(v)) for v in w0) + "]"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    items = "".join(f"\n         <item>{c}</item>" for c in CAMERAS)
-    path.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
-<a>
-   <mapping>
-      <tr><td>Action</td><td>subaction</td><td>S1</td><td>S5</td></tr>
-      <tr><td>12</td><td>1</td><td>TakingPhoto 1</td><td>Photo</td></tr>
-   </mapping>
-   <train_subjects>[1 7 8 9 11]</train_subjects>
-   <val_subjects>[5 6]</val_subjects>
-   <test_subjects>[2 3 4 10]</test_subjects>
-   <w0>{text}</w0>
-   <dbcameras>
-      <index2id>{items}
-      </index2id>
-   </dbcameras>
-</a>
-""")
-
-
-def write_cdf(path: Path, frames: np.ndarray, variable: str = "Pose") -> None:
-    """The release's layout: a zVariable with ONE record of [N, values] (read back as (1, N, values))."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    data = np.asarray(frames, np.float32).reshape(len(frames), -1)
-    cdf = cdfwrite.CDF(str(path), cdf_spec={"Compressed": False})
-    cdf.write_var({"Variable": variable, "Data_Type": cdfwrite.CDF.CDF_FLOAT, "Num_Elements": 1,
-                   "Rec_Vary": True, "Dim_Sizes": list(data.shape)}, var_data=data[None])
-    cdf.close()
+    write_metadata_xml(path, w0)
 
 
 def render(subject, stem, camera, frame, world) -> np.ndarray:
@@ -203,8 +175,9 @@ def build_raw(root: Path, *, images: bool = True, video: bool = False) -> Path:
         for camera in CAMERAS:
             mono = to_camera(annotated, subject, camera)
             _, _, f, c, k, p = planted_camera(subject, camera)
-            write_cdf(features / "D3_Positions_mono" / f"{stem}.{camera}.cdf", mono)
-            write_cdf(features / "D2_Positions" / f"{stem}.{camera}.cdf", h36m_project(mono, f, c, k, p) + D2_OFFSET)
+            write_pose_cdf(features / "D3_Positions_mono" / f"{stem}.{camera}.cdf", mono)
+            write_pose_cdf(features / "D2_Positions" / f"{stem}.{camera}.cdf",
+                           h36m_project(mono, f, c, k, p) + D2_OFFSET)
             frames = [render(subject, stem, camera, i, truth[i]) for i in range(num_frames)]
             if video:
                 write_video(root / subject / "Videos" / f"{stem}.{camera}.mp4", frames, gop_size=25,
@@ -216,7 +189,7 @@ def build_raw(root: Path, *, images: bool = True, video: bool = False) -> Path:
                     if i % 5 == 0 or i % 64 == 0:
                         Image.fromarray(frames[i]).save(folder / f"frame_{i:06d}.jpg", quality=95)
     # the whole recording ("_ALL 1") is not an action take, and S2 (withheld test set) has no poses
-    write_cdf(root / "S1" / "MyPoseFeatures" / "D3_Positions_mono" / f"_ALL 1.{CAMERAS[0]}.cdf",
+    write_pose_cdf(root / "S1" / "MyPoseFeatures" / "D3_Positions_mono" / f"_ALL 1.{CAMERAS[0]}.cdf",
               to_camera(true_world("S1", "_ALL 1", 6), "S1", CAMERAS[0]))
     (root / "S2" / "Videos").mkdir(parents=True)
     return root
@@ -450,7 +423,7 @@ def test_cdf_pose_is_one_record_of_all_frames(tmp_path):
     """The release's CDF reads as (1, N, 96): N frames, not one; a file with one record per frame is read
     the same way."""
     poses = to_camera(true_world("S1", "x", 7), "S1", CAMERAS[0])
-    write_cdf(tmp_path / "one_record.cdf", poses)
+    write_pose_cdf(tmp_path / "one_record.cdf", poses)
     np.testing.assert_allclose(h36m.read_pose_cdf(tmp_path / "one_record.cdf", 3), poses, atol=1e-3)
     path = tmp_path / "per_frame.cdf"
     cdf = cdfwrite.CDF(str(path), cdf_spec={"Compressed": False})
@@ -554,23 +527,24 @@ def _damage_cases():
 
     def cdf_without_pose(root):
         path = _mono(root)
-        write_cdf(path, to_camera(true_world("S1", "Directions 1", 11), "S1", CAMERAS[0]), variable="Poses")
+        write_pose_cdf(path, to_camera(true_world("S1", "Directions 1", 11), "S1", CAMERAS[0]), variable="Poses")
         return path, "Pose"
 
     def wrong_joint_count(root):
         path = _mono(root)
-        write_cdf(path, to_camera(true_world("S1", "Directions 1", 11), "S1", CAMERAS[0])[:, :31])
+        write_pose_cdf(path, to_camera(true_world("S1", "Directions 1", 11), "S1", CAMERAS[0])[:, :31])
         return path, "Pose"
 
     def length_mismatch(root):
         path = _d2(root, "S1", "TakingPhoto 1", CAMERAS[1])
         _, _, f, c, k, p = planted_camera("S1", CAMERAS[1])
-        write_cdf(path, h36m_project(to_camera(true_world("S1", "TakingPhoto 1", 5), "S1", CAMERAS[1]), f, c, k, p))
+        write_pose_cdf(path, h36m_project(to_camera(true_world("S1", "TakingPhoto 1", 5), "S1", CAMERAS[1]),
+                                          f, c, k, p))
         return path, "Pose"
 
     def metres(root):
         path = _mono(root, "S5", "Photo", CAMERAS[2])
-        write_cdf(path, to_camera(true_world("S5", "Photo", 6), "S5", CAMERAS[2]) / 1000)
+        write_pose_cdf(path, to_camera(true_world("S5", "Photo", 6), "S5", CAMERAS[2]) / 1000)
         return path, "Pose"
 
     return {f.__name__: f for f in (missing_metadata, malformed_w0, missing_mono, missing_d2, truncated_mono,

@@ -9,6 +9,7 @@ CONVERTERS = {
     "demo_smpl": "assets.converters.demo_smpl",
     "demo_multiview2d": "assets.converters.demo_multiview2d",
     "demo_lsp2d": "assets.converters.demo_lsp2d",
+    "demo_format": "assets.converters.demo_format",
     "pose2sim_demo": "assets.converters.pose2sim_demo",
     "pose2sim_multi": "assets.converters.pose2sim_multi",
     "h36m": "assets.converters.h36m",

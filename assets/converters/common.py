@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from assets.cameras import Camera, reproject_image
 from assets.person_crops import person_crop_camera
-from assets.converters.interface import ConverterOptions, resolve_options
+from assets.converters.interface import ConverterOptions, converter_skeleton, resolve_options
 from assets.converters.raw_io import RawDataError
 from assets.converters.video import VideoFrames
 from assets.skeletons import get_skeleton
@@ -209,7 +209,7 @@ def sample_examples(converter: ModuleType, raw_root, options: ConverterOptions |
         options = resolve_options(converter, options)
     sample = []
     with VideoFrames() as videos:
-        for example in _examples(converter, raw_root, options, get_skeleton(converter.SKELETON)):
+        for example in _examples(converter, raw_root, options, get_skeleton(converter_skeleton(converter, raw_root))):
             sample.append((example, image_of(example, videos)))
             if len(sample) == count:
                 break
@@ -284,7 +284,7 @@ def convert(
         raise RawDataError(raw_root, None, "a raw dataset folder", "no such folder")
     if not isinstance(options, ConverterOptions):
         options = resolve_options(converter, options)
-    skeleton = get_skeleton(converter.SKELETON)
+    skeleton = get_skeleton(converter_skeleton(converter, raw_root))
     survey = _Survey()
     for example in _examples(converter, raw_root, options, skeleton):
         survey.add(example)

@@ -4,7 +4,10 @@ A converter is a module (``assets/converters/<module>.py``, registered in ``asse
 
     NAME: str                  the ``converter:`` value in params.yaml
     VERSION: str               bump when its output changes (re-converts every dataset that uses it)
-    SKELETON: str              the skeleton format of its examples (assets/skeleton_formats.json)
+    SKELETON: str | None       the skeleton format of its examples (assets/skeleton_formats.json), or None for
+                               a converter of many formats (one generic layout), which then also has
+    skeleton_of(raw_root: Path) -> str
+                               the format of the examples in that raw folder (e.g. named by a file in it)
     DEFAULT_FRAME_STEP: int    keep every n-th annotated frame unless the entry says otherwise
     CAMERAS: tuple[str, ...]   every camera name of the release (empty: no camera choice)
     DEFAULT_CAMERAS: tuple     the cameras used unless the entry says otherwise (the paper's choice)
@@ -16,6 +19,7 @@ or decoded from videos), so it should yield examples lazily, and, for videos, th
 one after another in ascending order (the decoder then never seeks back). ``convert`` calls it twice
 (to count, then to write): it must yield the same examples in the same order each time. Importing a
 converter module must have no side effects and import no heavy or optional package at module level.
+Ask ``converter_skeleton`` for a converter's format rather than reading ``SKELETON``.
 """
 
 from collections.abc import Iterable
@@ -53,7 +57,7 @@ class ConverterOptions:
 class Converter(Protocol):
     NAME: str
     VERSION: str
-    SKELETON: str
+    SKELETON: str | None
 
     def read_examples(self, raw_root: Path, options: ConverterOptions) -> Iterable: ...
 
@@ -93,9 +97,19 @@ def resolve_options(converter: ModuleType, given: dict | None) -> ConverterOptio
     return ConverterOptions(frame_step=frame_step, cameras=cameras, extra=extra)
 
 
+def converter_skeleton(converter: ModuleType, raw_root) -> str:
+    """The skeleton format of the examples ``converter`` reads from ``raw_root``."""
+    if isinstance(converter.SKELETON, str):
+        return converter.SKELETON
+    return converter.skeleton_of(Path(raw_root))
+
+
 def check_converter(converter: ModuleType) -> ModuleType:
     """Refuse a module that does not declare what every converter must."""
     missing = [name for name in ("NAME", "VERSION", "SKELETON", "read_examples") if not hasattr(converter, name)]
+    per_dataset = not missing and not isinstance(converter.SKELETON, str)
+    if per_dataset and not callable(getattr(converter, "skeleton_of", None)):
+        missing = ["skeleton_of (SKELETON is not a format name)"]
     if missing:
         raise TypeError(f"converter module {converter.__name__} lacks {missing} (see assets/converters/interface.py)")
     return converter

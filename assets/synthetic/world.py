@@ -1,4 +1,6 @@
-"""The demo world: five small datasets written in the raw layouts of ``docs/raw_layouts.md``.
+"""The demo world: a small dataset for every skeleton format, written in the raw layouts of
+``docs/raw_layouts.md`` (five dataset-like ones, one generic layout for sixteen more formats) or, where the
+project reads the real release, in that release's layout (``release_layouts.py``).
 
 Each dataset has its own subjects (bone lengths), motions, cameras, backdrops and labelling gaps, all drawn
 from one body model, so the same person could be read off in any skeleton format. Generation is
@@ -16,13 +18,22 @@ from assets.cameras import Camera
 from assets.skeletons import get_skeleton
 
 from .body import Body, Subject
+from .format_datasets import FORMAT_DATASETS, write_format_dataset
 from .motion import generate_motion
 from .render import Scene, figure_box
+from .release_layouts import write_demo_aspset_17, write_demo_h36m_25
 from .rigs import aimed_beside, crop_around, cut_crop, handheld_cameras, look_at, random_lens, ring_rig
 from .writing import (Job, figures_of, render, save_npy, save_npz, stored_box, styles, take, write_jpeg,
                       write_json)
 
-DATASETS = ("demo_h36m", "demo_3dhp", "demo_smpl", "demo_multiview2d", "demo_lsp2d")
+# every dataset the world writes -> the converter that reads it (params.yaml's `converter:`)
+READERS = {
+    "demo_h36m": "demo_h36m", "demo_3dhp": "demo_3dhp", "demo_smpl": "demo_smpl",
+    "demo_multiview2d": "demo_multiview2d", "demo_lsp2d": "demo_lsp2d",
+    "demo_h36m_25": "h36m", "demo_aspset_17": "aspset",
+    **dict.fromkeys(FORMAT_DATASETS, "demo_format"),
+}
+DATASETS = tuple(READERS)
 SIZES = ("demo", "tiny")
 
 _ACTION_NAMES = {
@@ -330,6 +341,8 @@ def _demo_lsp2d(job: Job) -> int:
 _GENERATORS = {
     "demo_h36m": _demo_h36m, "demo_3dhp": _demo_3dhp, "demo_smpl": _demo_smpl,
     "demo_multiview2d": _demo_multiview2d, "demo_lsp2d": _demo_lsp2d,
+    "demo_h36m_25": write_demo_h36m_25, "demo_aspset_17": write_demo_aspset_17,
+    **dict.fromkeys(FORMAT_DATASETS, write_format_dataset),
 }
 
 
@@ -370,7 +383,8 @@ def generate_world(
 ) -> dict[str, Path]:
     """Write the demo datasets (all of ``DATASETS`` unless ``datasets`` names some) under ``root``.
 
-    ``size``: "demo" (about 1000 images per dataset) or "tiny" (a few images per split, for tests).
+    ``size``: "demo" (about 1000 images for the five dataset-like layouts, about 200 for the others) or
+    "tiny" (a few images per split, for tests).
     ``progress``: optional callable receiving one line per finished dataset.
     """
     names = DATASETS if datasets is None else tuple(datasets)
