@@ -107,8 +107,10 @@ class MetrabsHead(nn.Module):
         slices = torch.arange(1, self.depth + 1, device=weight.device) * self.num_joints
         channels3d = (joints[..., None] + slices).flatten(-2)  # joint-major, then depth slice
         cells = features.flatten(2)  # [B, C, H·W]
-        logits2d = torch.matmul(weight[joints], cells) + bias[joints, None]
-        logits3d = torch.matmul(weight[channels3d], cells) + bias[channels3d, None]
+        # an embedding lookup picks the rows: its backward sums into the weight gradient much faster
+        # than indexing's does on a CPU
+        logits2d = torch.matmul(F.embedding(joints, weight), cells) + F.embedding(joints, bias[:, None])
+        logits3d = torch.matmul(F.embedding(channels3d, weight), cells) + F.embedding(channels3d, bias[:, None])
         spatial = features.shape[-2:]
         return logits2d.unflatten(2, spatial), logits3d.unflatten(2, spatial).unflatten(1, (joints.shape[-1], self.depth))
 

@@ -55,11 +55,14 @@ def generate(config, force: bool = False) -> bool:
     if not synthetic and not real:
         print("demo data: all raw folders exist, nothing to generate")
         return False
-    for name in synthetic:
-        raw, converter = config.datasets[name].raw, config.datasets[name].converter
-        if raw.name != converter:
-            raise SystemExit(f"{config.path}: dataset {name!r}: the demo world writes {converter!r} to a folder "
-                             f"named {converter!r}, but 'raw' is {raw}")
+    from assets.synthetic.world import READERS
+
+    world_only = {converter for converter in READERS.values() if converter.startswith("demo_")}
+    for name, entry in config.datasets.items():
+        if entry.converter in world_only and name not in synthetic:
+            folders = sorted(folder for folder, converter in READERS.items() if converter == entry.converter)
+            raise SystemExit(f"{config.path}: dataset {name!r}: converter {entry.converter!r} reads the demo world's "
+                             f"{', '.join(folders)}, so 'raw' must be a folder of that name, but it is {entry.raw}")
     started = time.perf_counter()
     # the real recording's build mostly waits (a download, a pip install, MediaPipe subprocesses) and each
     # synthetic dataset is generated on its own: all of them run at once
@@ -73,7 +76,7 @@ def generate(config, force: bool = False) -> bool:
 
             print(f"demo world: generating {', '.join(synthetic)} (size={config.demo_size}, seed={config.demo_seed})")
             worlds = [processes.submit(generate_world, config.datasets[name].raw.parent, size=config.demo_size,
-                                       seed=config.demo_seed, datasets=[config.datasets[name].converter])
+                                       seed=config.demo_seed, datasets=[config.datasets[name].raw.name])
                       for name in synthetic]
             for future in worlds:
                 future.result()
@@ -300,6 +303,76 @@ def detect(args) -> int:
     return 0
 
 
+def _skeleton_argument(text: str) -> str:
+    from assets.skeletons import UnknownSkeletonError, get_skeleton
+
+    try:
+        return get_skeleton(text).name
+    except UnknownSkeletonError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def published_acae_path(config_path=None):
+    """Where the pipeline's acae stage writes the fitted autoencoder (config ``config_path``, default as
+    ``load_config``); FileNotFoundError saying how to get one when nothing is there."""
+    from assets.locations import location
+    from orchestration.config import load_config
+    from orchestration.stages import output
+
+    config = load_config(config_path)
+    path = location(output(config, "acae"))
+    if not path.is_file():
+        raise FileNotFoundError(f"no fitted autoencoder at {path} (the acae stage's output for config "
+                                f"{config.path}); run `dozens demo` to fit one, or pass --acae PATH")
+    return path
+
+
+def read_poses_file(path: Path):
+    """The poses of a .npy array, or of a .json object's "poses" list (null for a missing coordinate)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file, expected poses as .npy or .json")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:  # not an .npy file, or one holding Python objects
+            raise ValueError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            poses = json.loads(path.read_text()).get("poses")
+        except (ValueError, AttributeError):  # invalid JSON, or JSON that is not an object
+            poses = None
+        if not isinstance(poses, list):
+            raise ValueError(f'{path}: expected a JSON object with a "poses" list of [J, 3] poses (mm)')
+        try:
+            return np.asarray(poses, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'{path}: "poses" must be nested lists of numbers or null, all poses of the same '
+                             f"shape [J, 3] ({exc})") from None
+    raise ValueError(f"{path}: expected a .npy or .json file of poses, got {path.suffix or 'no extension'!r}")
+
+
+def bridge(args) -> int:
+    import numpy as np
+
+    from assets.atomic_files import write_atomically
+    from model.bridge import bridge_poses, load_acae
+
+    source = Path(args.poses)
+    poses = read_poses_file(source)  # the cheap checks first: a wrong file fails before the model loads
+    acae_path = args.acae if args.acae is not None else published_acae_path(args.config)
+    acae = load_acae(acae_path)
+    bridged = bridge_poses(acae, poses, args.from_skeleton, args.to_skeleton, what=str(source))
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_{args.to_skeleton}.npy")
+    write_atomically(out, lambda handle: np.save(handle, bridged))
+    given = np.isfinite(poses).all(axis=-1)
+    missing = f", {given.size - given.sum()} of {given.size} missing" if not given.all() else ""
+    print(f"bridged {given.size // poses.shape[-2]} poses {args.from_skeleton} ({poses.shape[-2]} joints{missing}) -> "
+          f"{args.to_skeleton} ({bridged.shape[-2]} joints) through {acae_path}; wrote {out} {list(bridged.shape)}")
+    return 0
+
+
 def main(argv=None) -> int:
     from model.detection import DEFAULT_DETECTION_THRESHOLD
     from orchestration.config import load_config
@@ -356,6 +429,17 @@ def main(argv=None) -> int:
                      help="frames per model call (default 8)")
     det.add_argument("--no-tracking", action="store_true", help="in a video, detect people in every frame on its "
                                                                 "own instead of following them from frame to frame")
+    brid = sub.add_parser("bridge", help="convert 3D poses between skeleton formats through the fitted "
+                                         "autoencoder (missing joints as NaN allowed)")
+    brid.add_argument("poses", help=".npy array [..., J, 3] in mm, or .json with a \"poses\" list, joints in the "
+                                    "--from format's order")
+    brid.add_argument("--from", dest="from_skeleton", required=True, type=_skeleton_argument, metavar="FORMAT",
+                      help="skeleton format of the given poses, e.g. h36m_17")
+    brid.add_argument("--to", dest="to_skeleton", required=True, type=_skeleton_argument, metavar="FORMAT",
+                      help="skeleton format wanted, e.g. smpl_24")
+    brid.add_argument("--out", help="output .npy file (default: POSES's name with _<to format>.npy, beside it)")
+    brid.add_argument("--acae", help="fitted autoencoder file (default: the pipeline's, data/models/acae.pt "
+                                     "for the default config)")
     verify = sub.add_parser("verify", help="read every chunk of the published stores and check it (checksums, "
                                            "missing files, schema)")
     verify.add_argument("datasets", nargs="*", help="dataset names (default: all configured)")
@@ -383,6 +467,8 @@ def dispatch(args, load_config) -> int:
         return predict(args)
     if args.command == "detect":
         return detect(args)
+    if args.command == "bridge":
+        return bridge(args)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     config = load_config(args.config)
     if args.command == "verify":
@@ -445,7 +531,7 @@ def diagnose_datasets(config) -> int:
     for name in sorted(CONVERTERS):
         converter = get_converter(name)
         cameras = getattr(converter, "DEFAULT_CAMERAS", getattr(converter, "CAMERAS", ()))
-        print(f"{name:<20} {converter.SKELETON:<18} {getattr(converter, 'DEFAULT_FRAME_STEP', 1):>10}  "
+        print(f"{name:<20} {converter.SKELETON or 'per dataset':<18} {getattr(converter, 'DEFAULT_FRAME_STEP', 1):>10}  "
               f"{', '.join(cameras) if cameras else '-'}")
     print(f"\nconfigured datasets ({config.path})")
     problems = 0
