@@ -54,7 +54,7 @@ _H36M_FRAME_INTERVAL_S = 0.4
 
 
 def _demo_h36m(job: Job) -> int:
-    actions, num_frames = {"demo": (4, 25), "tiny": (1, 2)}[job.size]
+    actions, num_frames = {"demo": (4, 12), "tiny": (1, 2)}[job.size]
     cameras = ring_rig(job.rng("rig"), 4, _H36M_FRAME, 1145.0, distance=(4500, 5200), height=(1400, 1800))
     entries = [
         {
@@ -115,7 +115,7 @@ def _calibration_block(index: int, camera: Camera, frame_size) -> str:
 
 
 def _demo_3dhp(job: Job) -> int:
-    sequences, num_frames = {"demo": (3, 32), "tiny": (1, 2)}[job.size]
+    sequences, num_frames = {"demo": (3, 16), "tiny": (1, 2)}[job.size]
     joint_count = get_skeleton("mpi_inf_3dhp_28").num_joints
     count = 0
     for subjects in _3DHP_SPLITS.values():
@@ -175,7 +175,7 @@ _SMPL_PLACES = ("courtyard", "downtown", "outdoors", "flat", "office", "park")
 
 def _demo_smpl(job: Job) -> int:
     per_split, num_frames = {
-        "demo": ({"train": 9, "validation": 2, "test": 2}, 90),
+        "demo": ({"train": 9, "validation": 2, "test": 2}, 45),
         "tiny": ({"train": 1, "validation": 1, "test": 1}, 2),
     }[job.size]
     count = 0
@@ -258,7 +258,7 @@ def simulate_detections(truth_uv: np.ndarray, frame_size, mirror: np.ndarray, rn
 
 
 def _demo_multiview2d(job: Job) -> int:
-    camera_counts, num_frames = {"demo": ((4, 3, 4, 3), 64), "tiny": ((4, 3), 2)}[job.size]
+    camera_counts, num_frames = {"demo": ((4, 3, 4, 3), 32), "tiny": ((4, 3), 2)}[job.size]
     skeleton = get_skeleton("coco_19")
     (job.out / "_evaluation_only").mkdir()
     count = 0
@@ -309,7 +309,7 @@ _LSP_LABEL_NOISE_PX = 1.0
 
 
 def _demo_lsp2d(job: Job) -> int:
-    num_images = {"demo": 1000, "tiny": 10}[job.size]
+    num_images = {"demo": 500, "tiny": 10}[job.size]
     joints = np.zeros((num_images, get_skeleton("lsp_14").num_joints, 3), dtype=np.float32)
     for i in range(num_images):
         rng = job.rng("image", i)
@@ -383,7 +383,7 @@ def generate_world(
 ) -> dict[str, Path]:
     """Write the demo datasets (all of ``DATASETS`` unless ``datasets`` names some) under ``root``.
 
-    ``size``: "demo" (about 1000 images for the five dataset-like layouts, about 200 for the others) or
+    ``size``: "demo" (450 to 960 images for the five dataset-like layouts, about 200 for the others) or
     "tiny" (a few images per split, for tests).
     ``progress``: optional callable receiving one line per finished dataset.
     """
