@@ -49,8 +49,7 @@ import torch
 
 from assets.artifacts import read_zarr_group
 from assets.skeletons import BUILTIN_FORMATS, get_skeleton
-from assets.synthetic import sample_all_formats
-from assets.synthetic.rigs import look_at
+from evaluation.autoencoder_experiment import held_out_true_poses
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae, reconstruction_errors
 from model.settings import AcaeFitSettings
@@ -59,28 +58,14 @@ ALL_FORMATS = BUILTIN_FORMATS
 LARGE_FORMATS = ("bml_movi_87", "smplx_42", "h36m_17", "coco_19")  # surface markers, hands, face: 165 joints
 N_LATENT_SIDED, N_LATENT_CENTER = 40, 8
 TRAIN_SEED, TEST_SEED = 1, 2  # sample_all_formats keys subjects and motions by seed: the splits share none
-_LENS = np.array([[1000.0, 0.0, 500.0], [0.0, 1000.0, 500.0], [0.0, 0.0, 1.0]])  # irrelevant: only R, t are used
 
 
 def demo_world_poses(num_poses: int, formats, seed: int) -> tuple[np.ndarray, list[str]]:
     """[num_poses, J, 3] camera-frame mm of the demo body in ``formats`` (row n: the same body and pose in
-    every format), and joint names '<joint>_<format>' (the l/r prefix stays first, so mirror pairs are kept).
-
-    Poses come from ``assets.synthetic.sample_all_formats`` (a new random subject every 50 poses); each
-    pose gets its own camera 3-6 m away at 0.5-2.5 m height, aimed near the body.
-    """
-    world_by_format = sample_all_formats(num_poses, seed=seed, formats=formats)
-    world = np.concatenate([world_by_format[name] for name in formats], axis=1)
-    rng = np.random.default_rng(seed)
-    camera_frame = np.empty_like(world)
-    for n, pose in enumerate(world):
-        centroid = pose.mean(0)
-        azimuth, distance = rng.uniform(0, 2 * np.pi), rng.uniform(3000, 6000)
-        position = np.array([centroid[0] + distance * np.cos(azimuth), centroid[1] + distance * np.sin(azimuth), rng.uniform(500, 2500)])
-        camera = look_at(_LENS, np.zeros(5), position, centroid + rng.normal(0, 150, 3), roll=rng.normal(0, 0.05))
-        camera_frame[n] = camera.world_to_camera(pose)
+    every format, each pose seen by its own camera: ``held_out_true_poses``), and joint names
+    '<joint>_<format>' (the l/r prefix stays first, so mirror pairs are kept)."""
     names = [f"{joint}_{name}" for name in formats for joint in get_skeleton(name).joint_names]
-    return camera_frame.astype(np.float32), names
+    return held_out_true_poses(names, num_poses, seed).astype(np.float32), names
 
 
 def pipeline_pseudo_gt(path: Path, held_out_fraction: float = 0.2):

@@ -20,17 +20,20 @@ def skeleton_of(joint_name: str) -> str:
         return joint_name.split("_", 1)[-1]
 
 
+def skeleton_masks(joint_names) -> dict[str, np.ndarray]:
+    """{skeleton format: boolean mask over ``joint_names``}, formats in order of first appearance."""
+    skeletons = np.array([skeleton_of(n) for n in joint_names])
+    return {str(skeleton): skeletons == skeleton for skeleton in dict.fromkeys(skeletons)}
+
+
 def errors_per_skeleton(acae, poses: np.ndarray) -> list[dict]:
     """Held-out reconstruction error (mm, 3D and projected) of each skeleton format's joints."""
     errors = acae.reconstruction_error(poses)
-    skeletons = np.array([skeleton_of(n) for n in acae.joint_names])
-    rows = []
-    for skeleton in dict.fromkeys(skeletons):
-        mask = skeletons == skeleton
-        rows.append({"skeleton": str(skeleton), "joints": int(mask.sum()),
-                     "error_3d_mm": float(np.nanmean(errors.per_joint_3d_mm[mask])),
-                     "error_projected_mm": float(np.nanmean(errors.per_joint_projected_mm[mask]))})
-    rows.append({"skeleton": "all", "joints": len(skeletons), "error_3d_mm": errors.mean_3d_mm,
+    rows = [{"skeleton": skeleton, "joints": int(mask.sum()),
+             "error_3d_mm": float(np.nanmean(errors.per_joint_3d_mm[mask])),
+             "error_projected_mm": float(np.nanmean(errors.per_joint_projected_mm[mask]))}
+            for skeleton, mask in skeleton_masks(acae.joint_names).items()]
+    rows.append({"skeleton": "all", "joints": acae.num_joints, "error_3d_mm": errors.mean_3d_mm,
                  "error_projected_mm": errors.mean_projected_mm})
     return rows
 
