@@ -10,6 +10,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from assets.locations import tree_size
+from orchestration.experiment_names import EXPERIMENTS
+from orchestration.experiment_names import SIZES as EXPERIMENT_SIZES
 from orchestration.stages import STAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -234,6 +236,40 @@ def materialize(config, stage: str, partition: str | None) -> int:
     return 0 if outcome.status == "ran" else 1
 
 
+def experiments(config, names: list[str], size: str, instance=None) -> int:
+    """Materialise the experiments (``names``: all of them), each in a Dagster run of the given size
+    (``instance``: the project's Dagster instance unless given)."""
+    import dagster as dg
+
+    from orchestration.console import PROGRESS
+    from orchestration.definitions import build_definitions
+    from orchestration.experiment_assets import experiments_root
+    from orchestration.runner import failure_message
+
+    unknown = [name for name in names if name not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiment {unknown[0]!r}; the experiments: {', '.join(EXPERIMENTS)}")
+    if config.training is None:
+        raise ValueError(f"the experiments start from the trained pipeline: {config.path} has no training section")
+    if not config.all_skeleton_pseudo_gt_path.exists():
+        raise ValueError(f"{config.all_skeleton_pseudo_gt_path} does not exist: run `dozens demo` first (the "
+                         f"experiments start from its initial model's all-skeleton pseudo-GT)")
+    failed = 0
+    for name in names or EXPERIMENTS:
+        started = time.perf_counter()
+        result = dg.materialize(list(build_definitions(config).assets), selection=[name],
+                                instance=instance or _dagster_instance(), raise_on_error=False,
+                                run_config={"ops": {name: {"config": {"size": size}}}})
+        PROGRESS.clear()
+        if result.success:
+            print(f"{name}: ran in {time.perf_counter() - started:.1f} s; tables and plots in "
+                  f"{experiments_root(config) / name.removesuffix('_experiment')}")
+        else:
+            failed += 1
+            print(f"{name}: failed: {failure_message(result)}")
+    return 1 if failed else 0
+
+
 def _fov_argument(text: str) -> float:
     from model.inference import check_fov  # light: torch is only imported when a model is loaded
 
@@ -398,6 +434,12 @@ def main(argv=None) -> int:
                                               "(dvc.yaml's stage command)")
     step.add_argument("stage", choices=list(STAGES), help="the asset")
     step.add_argument("--partition", help="the partition (a dataset or benchmark name) of a partitioned asset")
+    experiment = sub.add_parser("experiments", help="the paper's experiments on the trained demo pipeline's "
+                                                    "artifacts (not part of `dozens demo`)")
+    experiment.add_argument("names", nargs="*", metavar="NAME",
+                            help=f"experiments to run (default: all): {', '.join(EXPERIMENTS)}")
+    experiment.add_argument("--size", choices=EXPERIMENT_SIZES, default="small",
+                            help="small: the README's tables (about 15 min on 2 cores); tiny: seconds")
     pred = sub.add_parser("predict", help="3D poses for a folder of square person crops")
     pred.add_argument("images", help="folder of crops (jpg/png), square and person-centred")
     pred.add_argument("--model", default="data/models/final/model.pt", help="trained estimator file")
@@ -483,6 +525,8 @@ def dispatch(args, load_config) -> int:
         return 0
     if args.command == "materialize":
         return materialize(config, args.stage, args.partition)
+    if args.command == "experiments":
+        return experiments(config, args.names, args.size)
     if args.command == "demo":
         generated = generate(config)
         return run(config, force=args.force, jobs=args.jobs, dry_run=args.dry_run, generated=generated)

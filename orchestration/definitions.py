@@ -10,6 +10,7 @@ from orchestration.automation import rebenchmark_schedule, source_observation_se
 from orchestration.benchmark_assets import build_benchmark_assets
 from orchestration.config import ConfigError, load_config
 from orchestration.dataset_assets import build_dataset_assets
+from orchestration.experiment_assets import build_experiment_assets
 from orchestration.jobs import build_jobs
 from orchestration.model_assets import build_model_assets
 from orchestration.pseudo_gt_assets import build_pseudo_gt_assets
@@ -40,7 +41,7 @@ def build_definitions(config=None) -> dg.Definitions:
     config = config or load_config()
     executor = executor_definition(config.executor)
     assets = [*source_assets(config), *build_dataset_assets(config)[1], *build_pseudo_gt_assets(config)[1],
-              *build_model_assets(config), *build_benchmark_assets(config)[1]]
+              *build_model_assets(config), *build_benchmark_assets(config)[1], *build_experiment_assets(config)]
     jobs = build_jobs(config, executor)
     schedules = [rebenchmark_schedule(config, jobs["benchmark_models"])] if "benchmark_models" in jobs else []
     return dg.Definitions(assets=assets, jobs=list(jobs.values()), schedules=schedules,

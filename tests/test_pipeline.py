@@ -92,6 +92,23 @@ def test_the_autoencoder_report_compares_with_its_references(pipeline):
     assert all(f"| {method} | " in table for method in methods), table
 
 
+def test_the_autoencoder_experiment_runs_on_the_pipelines_pseudo_gt_and_only_when_asked(pipeline):
+    from orchestration.cli import experiments
+    from orchestration.experiment_assets import experiments_root
+
+    config, instance, _, first = pipeline
+    assert not any(outcome.asset.endswith("_experiment") for outcome in first)  # not part of the pipeline
+    assert experiments(config, ["autoencoder_experiment"], "tiny", instance=instance) == 0
+    folder = experiments_root(config) / "autoencoder"
+    table = (folder / "autoencoder.md").read_text()
+    assert "PCA" in table and "ACAE" in table
+    rows = [row for row in json.loads((folder / "autoencoder.json").read_text())["rows"]
+            if row["method"] == "acae" and row["evaluated_on"] == "truth"]
+    assert rows and all(0 < row["error_perpendicular_mm"] <= row["error_3d_mm"] for row in rows)
+    with pytest.raises(ValueError, match="unknown experiment 'scaling'"):
+        experiments(config, ["scaling"], "tiny", instance=instance)
+
+
 def test_second_run_does_nothing_and_reads_no_raw_file(pipeline, monkeypatch):
     config, instance, raw, first = pipeline
     read = []
