@@ -41,9 +41,11 @@ def soft_argmax(logits: Tensor, num_axes: int) -> Tensor:
     grid_shape = tuple(logits.shape[-num_axes:])
     with torch.autocast(device_type=logits.device.type, enabled=False):
         probs = F.softmax(logits.float().flatten(-num_axes), dim=-1)
-        # one matrix product over the cells reads the probabilities once, where per-axis marginal sums
-        # would read them once per axis (the head's cost with hundreds of joints)
-        return probs @ _cell_coordinates(grid_shape, logits.device)
+        # a sum per axis over the flattened cells, not a matrix product: a product's summation order
+        # depends on the batch size (BLAS blocking), so the same crop would decode differently in batches
+        # of other sizes, e.g. on each process of a distributed run
+        cells = _cell_coordinates(grid_shape, logits.device)
+        return torch.stack([(probs * cells[:, axis]).sum(dim=-1) for axis in range(num_axes)], dim=-1)
 
 
 def _cell_coordinates(grid_shape: tuple[int, ...], device) -> Tensor:

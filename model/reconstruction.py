@@ -116,13 +116,20 @@ def flip_intrinsics(intrinsics: Tensor, image_size: int) -> Tensor:
     return flipped
 
 
-def _rms(x: Tensor) -> Tensor:
-    """Per-example root mean square over the last axis, [B, 1]; clamped so zeros give no NaN gradient."""
-    return x.square().mean(dim=-1, keepdim=True).clamp_min(_TINY).sqrt()
+def _rms(x: Tensor, present: Tensor | None = None) -> Tensor:
+    """Per-example root mean square over the last axis (its ``present`` entries), [B, 1]; clamped so zeros
+    give no NaN gradient."""
+    if present is None:
+        return x.square().mean(dim=-1, keepdim=True).clamp_min(_TINY).sqrt()
+    mask = present.to(x.dtype)
+    mean_square = (x.square() * mask).sum(dim=-1, keepdim=True) / mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
+    return mean_square.clamp_min(_TINY).sqrt()
 
 
-def _reference_full_perspective(normalized2d: Tensor, coords3d_rel: Tensor, weights: Tensor, regularization: float) -> Tensor:
-    """Reference point T [B, 3] by weighted, Tikhonov-regularised least squares (see module docstring).
+def _reference_full_perspective(normalized2d: Tensor, coords3d_rel: Tensor, weights: Tensor, regularization: float,
+                                present: Tensor | None = None) -> Tensor:
+    """Reference point T [B, 3] by weighted, Tikhonov-regularised least squares (see module docstring);
+    ``present`` [B, J] leaves padding out of the scales too, so padding changes nothing.
 
     The unknowns are badly scaled (T_xy in mm multiplies 1, T_z multiplies p ≈ 0.1), so the p column and
     the right-hand side are each divided by their RMS before solving and the scales undone afterwards;
@@ -130,9 +137,10 @@ def _reference_full_perspective(normalized2d: Tensor, coords3d_rel: Tensor, weig
     """
     batch, joints = normalized2d.shape[:2]
     p = normalized2d.reshape(batch, 2 * joints)  # rows alternate x, y for each joint
-    scale_p = _rms(p)
+    rows_present = None if present is None else present.repeat_interleave(2, dim=1)
+    scale_p = _rms(p, rows_present)
     rhs = (normalized2d * coords3d_rel[..., 2:] - coords3d_rel[..., :2]).reshape(batch, 2 * joints)
-    scale_rhs = _rms(rhs)
+    scale_rhs = _rms(rhs, rows_present)
     row_weights = weights.repeat_interleave(2, dim=1)
     is_x_row = torch.arange(2 * joints, device=p.device) % 2 == 0
     e_x = is_x_row.to(p.dtype).expand(batch, -1)
@@ -218,7 +226,7 @@ def reconstruct_absolute(
         if weak_perspective:
             reference = _reference_weak_perspective(normalized2d, rel, weights)
         else:
-            reference = _reference_full_perspective(normalized2d, rel, weights, regularization)
+            reference = _reference_full_perspective(normalized2d, rel, weights, regularization, joint_present)
 
         abs_3d_based = rel + reference[:, None]
         depth = abs_3d_based[..., 2:]
