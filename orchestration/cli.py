@@ -244,7 +244,7 @@ def experiments(config, names: list[str], size: str, instance=None) -> int:
     from orchestration.console import PROGRESS
     from orchestration.definitions import build_definitions
     from orchestration.experiment_assets import experiments_root
-    from orchestration.runner import failure_message
+    from orchestration.runner import console_logging, failure_message
 
     unknown = [name for name in names if name not in EXPERIMENTS]
     if unknown:
@@ -259,7 +259,7 @@ def experiments(config, names: list[str], size: str, instance=None) -> int:
         started = time.perf_counter()
         result = dg.materialize(list(build_definitions(config).assets), selection=[name],
                                 instance=instance or _dagster_instance(), raise_on_error=False,
-                                run_config={"ops": {name: {"config": {"size": size}}}})
+                                run_config={"ops": {name: {"config": {"size": size}}}, **console_logging()})
         PROGRESS.clear()
         if result.success:
             print(f"{name}: ran in {time.perf_counter() - started:.1f} s; tables and plots in "

@@ -45,7 +45,7 @@ def failure_message(result) -> str:
     return "run failed (see the Dagster event log)"
 
 
-def _console_logging() -> dict:
+def console_logging() -> dict:
     """Dagster's event stream on the console only when verbose; otherwise the instance and the run logs have it."""
     level = "DEBUG" if os.environ.get("DOZENS_VERBOSE") else "CRITICAL"
     return {"loggers": {"console": {"config": {"log_level": level}}}}
@@ -59,7 +59,7 @@ def materialize_step(config, instance: dg.DagsterInstance, asset: str, partition
     started = time.perf_counter()
     record_restored_versions(config, instance, upstream_steps(config, asset, partition))
     result = dg.materialize(list(build_definitions(config).assets), selection=[asset], partition_key=partition,
-                            instance=instance, raise_on_error=False, run_config=_console_logging())
+                            instance=instance, raise_on_error=False, run_config=console_logging())
     PROGRESS.clear()
     log = write_run_log(instance, result.run_id, config.logs_root / f"{time.strftime('%Y%m%dT%H%M%S')}-"
                         f"{asset}{'-' + partition if partition else ''}-{result.run_id[:8]}.log")
