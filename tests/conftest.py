@@ -79,3 +79,14 @@ def artifact_root(request, tmp_path):
 
     request.getfixturevalue("s3_endpoint")
     return location(fresh_prefix(request.node.name.split("[")[0][:40]))
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Small autoencoder fits: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -70,13 +70,7 @@ def spread_mm(poses):
     return float(np.std(poses - poses.mean(1, keepdims=True)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These fits are tiny: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from assets.joint_names import union_joint_names
 from evaluation.autoencoder_experiment import (DATA_FILE, EVALUATION_SETS, LATENTS_PLOT_FILE, REPORT_FILE,
@@ -18,13 +17,7 @@ REFERENCES = ("affine_optimum", "linear_optimum", "pca")
 RELATIVE_TOLERANCE = 1e-5  # the ACAE's weights are float32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny fits: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def pseudo_gt(count, seed):

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from assets.joint_names import union_joint_names
 from assets.synthetic import sample_all_formats
@@ -26,18 +25,13 @@ def joint_error(pred, true) -> float:
 
 
 @pytest.fixture(scope="module")
-def acae():
+def acae(single_torch_thread):
     poses = sample_all_formats(1500, seed=TRAIN_SEED, formats=FORMATS)
     union = np.concatenate([poses[name] for name in FORMATS], axis=1)
     # sparse, from a random start, as the pipeline fits it; world-frame poses, hence the 3D loss
     settings = AcaeFitSettings(n_latent_sided=32, n_latent_center=8, loss="3d", steps=1500, batch_size=64,
                                lr_decay_at=(0.7, 0.9))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: more threads only add synchronisation (6x slower on a busy machine)
-    try:
-        return fit_acae(union, union_joint_names(FORMATS), settings, seed=0, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
+    return fit_acae(union, union_joint_names(FORMATS), settings, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
