@@ -17,6 +17,7 @@ from pathlib import Path
 from assets.locations import is_remote
 
 DVC_ENV = "DOZENS_DVC"
+BATCH_COMMIT_SCRIPT = Path(__file__).with_name("dvc_commit_stages.py")  # run by DVC's own Python
 
 
 def dvc_stage_name(asset: str, partition: str | None) -> str:
@@ -49,15 +50,18 @@ def commit_to_dvc(config, steps, report: Callable[[str], None] = print) -> bool:
                f"(or set {DVC_ENV})")
         return False
     names = list(dict.fromkeys(dvc_stage_name(asset, partition) for asset, partition in steps))
-    # `dvc commit` relinks a file output but leaves a folder's files as they are: the checkout links them to
-    # the cache, so the workspace does not hold a second copy of every store
-    for command in (["commit", "--force"], ["checkout", "--relink"]):
-        done = subprocess.run([dvc, *command, "--quiet", *names], cwd=project, capture_output=True, text=True,
+    dvc_python = Path(dvc).parent / "python"
+    # DVC installed with pip: one session reads and writes dvc.lock once. The command is the fallback (another
+    # DVC version may have moved the calls the script makes): the same record, slower
+    commands = [[str(dvc_python), str(BATCH_COMMIT_SCRIPT)]] if dvc_python.is_file() else []
+    commands.append([dvc, "commit", "--force", "--quiet"])
+    for command in commands:
+        done = subprocess.run([*command, *names], cwd=project, capture_output=True, text=True,
                               env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-        if done.returncode != 0:
-            report(f"dvc {command[0]} of {', '.join(names)} failed, so dvc.lock and the DVC cache may not record "
-                   f"this run (`dvc status` then calls those stages changed):\n    "
-                   + (done.stderr or done.stdout).strip().replace("\n", "\n    "))
-            return False
-    report(f"dvc: recorded {len(names)} stage(s) in dvc.lock and the DVC cache")
-    return True
+        if done.returncode == 0:
+            report(f"dvc: recorded {len(names)} stage(s) in dvc.lock and the DVC cache")
+            return True
+    report(f"dvc commit of {', '.join(names)} failed, so dvc.lock and the DVC cache may not record this run "
+           f"(`dvc status` then calls those stages changed):\n    "
+           + (done.stderr or done.stdout).strip().replace("\n", "\n    "))
+    return False
