@@ -31,7 +31,7 @@ from assets.skeletons import known_skeletons
 from model.backbones import available_backbones
 from model.losses import LossSettings, loss_3d_batch
 from model.network import MetrabsConfig, MetrabsModel
-from model.training import learning_rate_at
+from model.training import TrainingConfig, build_optimizer, learning_rate_at
 
 FIVE_FORMATS = ("h36m_17", "mpi_inf_3dhp_28", "smpl_24", "coco_19", "blazepose_33")
 DEFAULT_BACKBONES = ("small_cnn", "small_cnn_pyramid", "resnet18", "resnet50", "efficientnetv2_s")
@@ -79,7 +79,7 @@ def measure(backbone: str, size: int, stride: int, batch: int, device: torch.dev
     model = MetrabsModel(config).to(device)
     parameters = sum(p.numel() for p in model.parameters())
     settings = LossSettings.from_config(config, abs_start_step=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = build_optimizer(model.parameters(), TrainingConfig(learning_rate=1e-3, steps=1000), device)
     images, intrinsics = _inputs(batch, size, device)
     targets = _target_poses(model, batch, device)
     use_amp = device.type == "cuda"

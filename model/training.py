@@ -153,6 +153,14 @@ def build_estimator(config: TrainingConfig, skeletons: Sequence[str], acae=None)
     return PoseEstimator(network, config.mode, joint_names, decoder)
 
 
+def build_optimizer(parameters, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the reference's decoupled weight decay, scaled per step (see ``TrainingConfig``). Fused, one
+    kernel over all tensors where torch has one: the per-tensor loop took a tenth of a demo step on 2 cores."""
+    return torch.optim.AdamW(parameters, lr=config.learning_rate,
+                             weight_decay=config.weight_decay / math.sqrt(config.steps) / config.learning_rate,
+                             fused=device.type in ("cpu", "cuda"))
+
+
 def copy_matching_weights(target: torch.nn.Module, source_path) -> list[str]:
     """Initialise from another estimator file where names and shapes match (backbone always; the head
     where the outputs are the same). Returns the names that were not copied."""
@@ -304,8 +312,7 @@ def train(
         fresh = copy_matching_weights(estimator, init_from)
         report(f"initialised from {init_from}; freshly initialised: {len(fresh)} tensors")
     settings = LossSettings.from_config(estimator.network.config, abs_start_step=config.abs_loss_start_step)
-    optimizer = torch.optim.AdamW(estimator.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay / math.sqrt(config.steps) / config.learning_rate)
+    optimizer = build_optimizer(estimator.parameters(), config, device)
     objective = _Objective(config, estimator, settings, acae, device)
     fingerprint = f"{config.fingerprint(sources)}:{data_fingerprint}"
 
