@@ -32,7 +32,6 @@ distance scaled by the pose's mean depth), it is never larger than the 3D error.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,13 +40,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from assets.atomic_files import write_bytes_atomically
 from assets.joint_names import split_union_joint_name
-from assets.locations import Location, location
+from assets.locations import Location
 from assets.skeletons import get_skeleton
 from assets.synthetic import sample_all_formats
 from assets.synthetic.rigs import look_at
 from evaluation.acae_report import skeleton_masks, sparsity
+from evaluation.experiment_files import json_text, write_files
 from evaluation.plots import figure_png, plt
 from evaluation.pose_pca import CentredPCA
 from model.acae import fit_acae
@@ -362,13 +361,12 @@ class ExperimentResult:
     def to_json(self) -> str:
         document = {"settings": asdict(self.settings), "counts": self.counts, "seconds": self.seconds,
                     "rows": self.rows}
-        return json.dumps(_without_nan(document), indent=1, allow_nan=False)
+        return json_text(document)
 
     def write(self, folder) -> list[Location]:
         """``autoencoder.md``, ``autoencoder.json`` and the plots in ``folder``, each file written atomically."""
-        folder = location(folder)
-        contents = {REPORT_FILE: self.markdown().encode(), DATA_FILE: self.to_json().encode(), **self.plots_png()}
-        return [write_bytes_atomically(folder / name, content) for name, content in contents.items()]
+        return write_files(folder, {REPORT_FILE: self.markdown().encode(), DATA_FILE: self.to_json().encode(),
+                                    **self.plots_png()})
 
 
 def _length(fit: AcaeFitSettings) -> str:
@@ -397,16 +395,6 @@ def _finish(panel, title: str, xlabel: str, ylabel: str) -> None:
         panel.yaxis.set_minor_formatter(NullFormatter())
     panel.grid(alpha=0.3)
     panel.title.set_fontsize(9)
-
-
-def _without_nan(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _without_nan(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_nan(item) for item in value]
-    return value
 
 
 def run_autoencoder_experiment(

@@ -14,7 +14,7 @@ import numpy as np
 from assets.artifacts import read_zarr_group, write_zarr_group
 from assets.atomic_files import write_atomically
 from assets.versions import local_published, stamp
-from orchestration.config import PipelineConfig
+from orchestration.config import PipelineConfig, RunSettings
 from orchestration.console import step_progress
 from orchestration.metadata import png_markdown
 from orchestration.asset_graph import asset_code_version, asset_deps, current_signature
@@ -38,6 +38,21 @@ def training_sources(config: PipelineConfig, progress=None) -> list:
     parts += [(name, count, "2d") for name, count in settings.batch_2d.items()]
     return [Source(name, local_published(config.training_store_path(name), progress), count, part)
             for name, count, part in parts]
+
+
+def training_config(config: PipelineConfig, run: RunSettings):
+    """The ``model.training.TrainingConfig`` of a training run (``RunSettings``: the pipeline's initial or
+    final run, or an experiment's) with the pipeline's network, loader and checkpoint settings."""
+    from model.training import TrainingConfig
+
+    settings = config.training
+    return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
+                          consistency_examples=run.consistency_examples, backbone=settings.backbone,
+                          workers=settings.workers, image_cache_mb=settings.image_cache_mb,
+                          checkpoint_every=settings.checkpoint_every,
+                          image_size=settings.image_size or config.image_size, stride=settings.stride,
+                          abs_loss_start_step=max(1, run.steps // 6),
+                          weak_perspective_steps=max(1, run.steps // 20))
 
 
 def training_metadata(result, config) -> dict:
@@ -78,17 +93,6 @@ def build_model_assets(config: PipelineConfig) -> list:
     acae_path = output(config, "acae")
     initial_path, final_path = output(config, "initial_model"), output(config, "final_model")
 
-    def run_config(run):
-        from model.training import TrainingConfig
-
-        return TrainingConfig(mode=run.mode, steps=run.steps, learning_rate=run.learning_rate,
-                              consistency_examples=run.consistency_examples, backbone=settings.backbone, workers=settings.workers,
-                              image_cache_mb=settings.image_cache_mb,
-                              checkpoint_every=settings.checkpoint_every,
-                              image_size=settings.image_size or config.image_size, stride=settings.stride,
-                              abs_loss_start_step=max(1, run.steps // 6),
-                              weak_perspective_steps=max(1, run.steps // 20))
-
     @dg.asset(deps=asset_deps(config, "training_pool"), code_version=asset_code_version(config, "training_pool"),
               automation_condition=STALE_CONDITION, group_name="training", kinds={"parquet"},
               description="Index of every example the training runs draw from, with its store and batch part.")
@@ -114,7 +118,7 @@ def build_model_assets(config: PipelineConfig) -> list:
     def initial_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from model.distributed import launch_training
 
-        run = run_config(settings.initial)
+        run = training_config(config, settings.initial)
         version = current_signature(config, context.instance, "initial_model")
         result = launch_training(run, training_sources(config, step_progress(context)), initial_path.parent,
                                  nproc=settings.nproc, progress=step_progress(context), data_fingerprint=version)
@@ -186,7 +190,7 @@ def build_model_assets(config: PipelineConfig) -> list:
         from model.acae import ACAE
         from model.distributed import launch_training
 
-        run = run_config(settings.final)
+        run = training_config(config, settings.final)
         version = current_signature(config, context.instance, "final_model")
         result = launch_training(run, training_sources(config, step_progress(context)), final_path.parent,
                                  nproc=settings.nproc, acae=ACAE.load(acae_path), init_from=initial_path,

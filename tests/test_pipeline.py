@@ -2,6 +2,7 @@
 exactly what depends on it (Dagster data versions as signatures of the inputs)."""
 
 import json
+import math
 import shutil
 
 import dagster as dg
@@ -107,6 +108,62 @@ def test_the_autoencoder_experiment_runs_on_the_pipelines_pseudo_gt_and_only_whe
     assert rows and all(0 < row["error_perpendicular_mm"] <= row["error_3d_mm"] for row in rows)
     with pytest.raises(ValueError, match="unknown experiment 'scaling'"):
         experiments(config, ["scaling"], "tiny", instance=instance)
+
+
+def test_the_consistency_experiment_fine_tunes_every_mode_from_the_initial_model(pipeline):
+    from evaluation.benchmark import score
+    from evaluation.consistency_experiment import INITIAL, METRICS, TINY
+    from model.acae import ACAE
+    from model.estimator import PoseEstimator
+    from orchestration.cli import experiments
+    from orchestration.experiment_assets import experiments_root
+    from orchestration.stages import output
+
+    config, instance, _, _ = pipeline
+    assert experiments(config, ["consistency_experiment"], "tiny", instance=instance) == 0
+    folder = experiments_root(config) / "consistency"
+    report = json.loads((folder / "consistency.json").read_text())
+    assert [run["mode"] for run in report["runs"]] == list(TINY.modes)
+    assert all(run["steps"] == TINY.steps and (folder / "runs" / run["mode"] / "model.pt").is_file()
+               for run in report["runs"])
+    test_sets = config.benchmark.datasets
+    assert sorted((row["model"], row["dataset"]) for row in report["rows"]) == sorted(
+        (model, name) for model in (INITIAL, *TINY.modes) for name in test_sets)
+    assert all(math.isfinite(row[metric]) for row in report["rows"] for metric in METRICS)
+    # the reference row is the initial model as the pipeline trained it, scored like the benchmark does
+    initial, acae = PoseEstimator.load(output(config, "initial_model")), ACAE.load(output(config, "acae"))
+    for name in test_sets:
+        direct = score(initial, config.training_store_path(name), acae=acae)["metrics"]
+        row = next(row for row in report["rows"] if (row["model"], row["dataset"]) == (INITIAL, name))
+        assert all(row[metric] == pytest.approx(direct[metric], rel=1e-6) for metric in METRICS)
+    table = (folder / "consistency.md").read_text()
+    assert all(f"| {mode} |" in table for mode in (INITIAL, *TINY.modes))
+    assert (folder / "consistency_scores.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_scaling_experiment_scores_subsets_in_one_format_on_seen_and_unseen_test_sets(pipeline):
+    from evaluation.scaling_experiment import TINY
+    from orchestration.cli import experiments
+    from orchestration.experiment_assets import experiments_root
+
+    config, instance, _, _ = pipeline
+    assert experiments(config, ["scaling_experiment"], "tiny", instance=instance) == 0
+    folder = experiments_root(config) / "scaling"
+    report = json.loads((folder / "scaling.json").read_text())
+    datasets_3d = list(config.training.batch_3d)
+    assert report["evaluation_format"] == "h36m_17"  # demo_h36m's, the first 3D dataset, in every subset
+    assert [subset["datasets"] for subset in report["subsets"]] == [datasets_3d[:1], datasets_3d]
+    for subset in report["subsets"]:
+        assert sum(subset["crops"].values()) == sum(config.training.batch_3d.values())
+        assert subset["steps"] == TINY.steps and (folder / "runs" / f"{subset['size']}_datasets" / "model.pt").is_file()
+    assert report["crops_2d"] == config.training.batch_2d  # the 2D part of every run is the pipeline's
+    seen = {(row["size"], row["dataset"]): row["seen"] for row in report["rows"]}
+    assert seen == {(1, "demo_h36m"): True, (1, "demo_smpl"): False, (3, "demo_h36m"): True, (3, "demo_smpl"): True}
+    assert all(row["examples"] > 0 and 0 < row["pa_mpjpe_mm"] and math.isfinite(row["mpjpe_mm"])
+               for row in report["rows"])
+    table = (folder / "scaling.md").read_text()
+    assert "| demo_smpl |" in table and "mean, unseen" in table
+    assert (folder / "scaling_curve.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_second_run_does_nothing_and_reads_no_raw_file(pipeline, monkeypatch):

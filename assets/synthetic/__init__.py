@@ -1,6 +1,7 @@
 """Deterministic synthetic demo world: one body model, plausible motions, calibrated and handheld
 cameras, rendered person crops, and a small dataset per skeleton format written in real-dataset-like raw
 layouts (``docs/raw_layouts.md``) or real releases' layouts. ``python -m assets.synthetic --help`` generates them from the command line.
+``truth.py`` regenerates the true joints of a converted store's examples, in any format.
 """
 
 from .body import Body, PartFrames, Subject, format_joints, joint_limits

@@ -16,9 +16,10 @@ from assets.cameras import Camera
 from assets.skeletons import get_skeleton
 
 from .body import Body, Subject
-from .motion import STYLES, generate_motion
+from .motion import STYLES, Motion, generate_motion
 from .render import Scene, figure_box
 from .rigs import crop_around, handheld_cameras, ring_rig
+from .seeding import rng_for
 from .writing import Job, figures_of, render, save_npy, stored_box, take, write_jpeg, write_json
 
 
@@ -183,12 +184,11 @@ def _write_sequence(job: Job, spec: FormatDataset, subject: str, style: str, num
     folder = job.out / subject / style
     rng = job.rng(subject, style)
     body = Body(Subject.random(job.seed, job.name, subject))
-    times = rng.uniform(0, 30) + _FRAME_INTERVAL_S * np.arange(num_frames)
-    radius = {"radius": _HANDHELD_MOTION_RADIUS_MM} if spec.rig.moving else {}
-    frames = generate_motion(style, times, job.seed, job.name, subject, **radius).frames(body)
+    motion = _sequence_motion(rng, job.seed, job.name, subject, style, np.arange(num_frames))
+    frames = motion.frames(body)
     world = body.joints(spec.skeleton, frames)
     figures = figures_of(body, frames)
-    views = _camera_views(job, spec, rng, times, frames.origins[:, 0, :2])
+    views = _camera_views(job, spec, rng, motion.times, frames.origins[:, 0, :2])
     # a studio keeps its backdrop; a moving camera films each sequence somewhere else
     scene = Scene.random(job.seed, job.name, *((subject, style) if spec.rig.moving else ()))
 
@@ -210,6 +210,18 @@ def _write_sequence(job: Job, spec: FormatDataset, subject: str, style: str, num
             write_jpeg(folder / "images" / name / f"{f:06d}.jpg", image)
             count += 1
     return count
+
+
+def _sequence_motion(rng, seed: int, dataset: str, subject: str, style: str, frames) -> Motion:
+    """The sequence's motion at the given frames; its start is the first draw of its stream ``rng``."""
+    times = rng.uniform(0, 30) + _FRAME_INTERVAL_S * np.asarray(frames)
+    radius = {"radius": _HANDHELD_MOTION_RADIUS_MM} if FORMAT_DATASETS[dataset].rig.moving else {}
+    return generate_motion(style, times, seed, dataset, subject, **radius)
+
+
+def sequence_motion(seed: int, dataset: str, subject: str, style: str, frames) -> Motion:
+    """The motion of ``subject``'s sequence ``style`` (its folder name) at the given frames."""
+    return _sequence_motion(rng_for(seed, dataset, subject, style), seed, dataset, subject, style, frames)
 
 
 def _num_cameras(spec: FormatDataset, size: str) -> int:

@@ -30,9 +30,10 @@ from assets.converters import aspset, h36m
 from assets.person_crops import BOX_PADDING
 
 from .body import Body, PartFrames, Subject
-from .motion import generate_motion
+from .motion import Motion, generate_motion
 from .render import Scene, figure_box, render_people
 from .rigs import look_at, random_lens, ring_rig
+from .seeding import rng_for
 from .writing import Job, figures_of, render, styles, take, write_jpeg
 
 # Only a square this much larger than the person's box is rendered per frame, over the static camera's
@@ -162,10 +163,18 @@ def h36m_takes(job: Job) -> list[Take]:
             body = Body(Subject.random(job.seed, job.name, subject))
             for style in styles(job.rng(subject, "actions"), actions):
                 stem = H36M_ACTION_NAMES[style]
-                times = job.rng(subject, stem, "start").uniform(0, 30) + np.arange(num_rows) / _H36M_FPS
-                frames = generate_motion(style, times, job.seed, job.name, subject, radius=1000.0).frames(body)
+                frames = h36m_take_motion(job.seed, job.name, subject, stem, np.arange(num_rows)).frames(body)
                 takes.append(Take(subject, stem, split, body, frames, rig, h36m.CAMERAS, scene, step))
     return takes
+
+
+def h36m_take_motion(seed: int, dataset: str, subject: str, stem: str, rows) -> Motion:
+    """The motion of ``subject``'s take ``stem`` (an action name) at the given video frames (pose file rows)."""
+    style = next((style for style, name in H36M_ACTION_NAMES.items() if name == stem), None)
+    if style is None:
+        raise ValueError(f"{dataset}: no take {stem!r}; the takes: {', '.join(H36M_ACTION_NAMES.values())}")
+    start = rng_for(seed, dataset, subject, stem, "start").uniform(0, 30)
+    return generate_motion(style, start + np.asarray(rows) / _H36M_FPS, seed, dataset, subject, radius=1000.0)
 
 
 def write_demo_h36m_25(job: Job) -> int:
@@ -291,12 +300,27 @@ def aspset_takes(job: Job) -> list[Take]:
             scene = Scene.random(job.seed, job.name, subject)
             for clip in (f"{n:04d}" for n in range(1, clips + 1)):
                 rng = job.rng(subject, clip)
-                style = styles(rng, 1)[0]
-                times = rng.uniform(0, 30) + np.arange(rows) / aspset.FPS
-                frames = generate_motion(style, times, job.seed, job.name, subject, clip, radius=600.0).frames(body)
+                frames = _aspset_clip_motion(rng, job.seed, job.name, subject, clip, np.arange(rows)).frames(body)
                 views = (str(rng.choice(aspset.CAMERAS)),) if split == "test" else aspset.CAMERAS
                 takes.append(Take(subject, clip, split, body, frames, rig, views, scene, aspset.DEFAULT_FRAME_STEP))
     return takes
+
+
+def _aspset_clip_motion(rng, seed: int, dataset: str, subject: str, clip: str, rows) -> Motion:
+    """The clip's motion at the given video frames; its style and start are the first draws of its stream ``rng``."""
+    style = styles(rng, 1)[0]
+    times = rng.uniform(0, 30) + np.asarray(rows) / aspset.FPS
+    return generate_motion(style, times, seed, dataset, subject, clip, radius=600.0)
+
+
+def aspset_clip_motion(seed: int, dataset: str, subject: str, clip: str, rows) -> Motion:
+    """The motion of ``subject``'s clip (``0001``, ...) at the given video frames."""
+    return _aspset_clip_motion(rng_for(seed, dataset, subject, clip), seed, dataset, subject, clip, rows)
+
+
+def aspset_session_world(seed: int, dataset: str, subject: str) -> Camera:
+    """``aspset_world`` of ``subject``'s session."""
+    return aspset_world(_aspset_rig(rng_for(seed, dataset, subject, "rig")))
 
 
 def write_demo_aspset_17(job: Job) -> int:

@@ -19,10 +19,11 @@ from assets.skeletons import get_skeleton
 
 from .body import Body, Subject
 from .format_datasets import FORMAT_DATASETS, write_format_dataset
-from .motion import generate_motion
+from .motion import Motion, generate_motion
 from .render import Scene, figure_box
 from .release_layouts import write_demo_aspset_17, write_demo_h36m_25
 from .rigs import aimed_beside, crop_around, cut_crop, handheld_cameras, look_at, random_lens, ring_rig
+from .seeding import rng_for
 from .writing import (Job, figures_of, render, save_npy, save_npz, stored_box, styles, take, write_jpeg,
                       write_json)
 
@@ -53,6 +54,15 @@ _H36M_FRAME = (1000, 1000)
 _H36M_FRAME_INTERVAL_S = 0.4
 
 
+def h36m_motion(seed: int, dataset: str, subject: str, action: str, frames) -> Motion:
+    """The motion of ``subject``'s ``action`` (its pose file's stem) at the given frames (the file's rows)."""
+    style = next((style for style, name in _ACTION_NAMES.items() if name == action), None)
+    if style is None:
+        raise ValueError(f"{dataset}: no action {action!r}; the actions: {', '.join(_ACTION_NAMES.values())}")
+    start = rng_for(seed, dataset, subject, action, "start").uniform(0, 30)
+    return generate_motion(style, start + _H36M_FRAME_INTERVAL_S * np.asarray(frames), seed, dataset, subject)
+
+
 def _demo_h36m(job: Job) -> int:
     actions, num_frames = {"demo": (4, 12), "tiny": (1, 2)}[job.size]
     cameras = ring_rig(job.rng("rig"), 4, _H36M_FRAME, 1145.0, distance=(4500, 5200), height=(1400, 1800))
@@ -71,8 +81,7 @@ def _demo_h36m(job: Job) -> int:
             body = Body(Subject.random(job.seed, job.name, subject))
             for style in styles(job.rng(subject, "actions"), actions):
                 action = _ACTION_NAMES[style]
-                times = job.rng(subject, action, "start").uniform(0, 30) + _H36M_FRAME_INTERVAL_S * np.arange(num_frames)
-                frames = generate_motion(style, times, job.seed, job.name, subject).frames(body)
+                frames = h36m_motion(job.seed, job.name, subject, action, np.arange(num_frames)).frames(body)
                 poses = body.joints("h36m_17", frames).astype(np.float32)
                 save_npy(job.out / subject / "poses3d" / f"{action}.npy", poses)
                 figures = figures_of(body, frames)
@@ -114,6 +123,30 @@ def _calibration_block(index: int, camera: Camera, frame_size) -> str:
     )
 
 
+def _3dhp_rig(rng: np.random.Generator) -> list[Camera]:
+    """A sequence's cameras, the first draws of its stream ``rng``."""
+    cameras = ring_rig(rng, len(_3DHP_CAMERAS), _3DHP_FRAME, 1500.0, (3500, 4500), height=(800, 2200))
+    off_aim = _3DHP_CAMERAS.index(_3DHP_OFF_AIM_CAMERA)
+    beside = rng.choice([-1, 1]) * rng.uniform(900, 1300)
+    cameras[off_aim] = aimed_beside(cameras[off_aim], (0.0, 0.0, 1000.0), beside)
+    return cameras
+
+
+def _3dhp_motion(rng: np.random.Generator, seed: int, dataset: str, subject: str, sequence: str, frame_numbers) -> Motion:
+    """The sequence's motion at the given video frames; its style and start are the draws of its stream
+    ``rng`` after the rig's (``_3dhp_rig``)."""
+    style = styles(rng, 1)[0]
+    times = rng.uniform(0, 30) + np.asarray(frame_numbers) / _3DHP_FPS
+    return generate_motion(style, times, seed, dataset, subject, sequence)
+
+
+def mpi_3dhp_motion(seed: int, dataset: str, subject: str, sequence: str, frame_numbers) -> Motion:
+    """The motion of ``subject``'s sequence (``Seq<m>``) at the given video frames."""
+    rng = rng_for(seed, dataset, subject, sequence)
+    _3dhp_rig(rng)
+    return _3dhp_motion(rng, seed, dataset, subject, sequence, frame_numbers)
+
+
 def _demo_3dhp(job: Job) -> int:
     sequences, num_frames = {"demo": (3, 16), "tiny": (1, 2)}[job.size]
     joint_count = get_skeleton("mpi_inf_3dhp_28").num_joints
@@ -125,17 +158,12 @@ def _demo_3dhp(job: Job) -> int:
                 folder = job.out / subject / seq
                 folder.mkdir(parents=True)
                 rng = job.rng(subject, seq)
-                cameras = ring_rig(rng, len(_3DHP_CAMERAS), _3DHP_FRAME, 1500.0, (3500, 4500), height=(800, 2200))
-                off_aim = _3DHP_CAMERAS.index(_3DHP_OFF_AIM_CAMERA)
-                beside = rng.choice([-1, 1]) * rng.uniform(900, 1300)
-                cameras[off_aim] = aimed_beside(cameras[off_aim], (0.0, 0.0, 1000.0), beside)
+                cameras = _3dhp_rig(rng)
                 (folder / "camera.calibration").write_text(
                     "".join(_calibration_block(c, cam, _3DHP_FRAME) for c, cam in zip(_3DHP_CAMERAS, cameras))
                 )
                 frame_numbers = _3DHP_FRAME_STEP * np.arange(num_frames)
-                style = styles(rng, 1)[0]
-                times = rng.uniform(0, 30) + frame_numbers / _3DHP_FPS
-                frames = generate_motion(style, times, job.seed, job.name, subject, seq).frames(body)
+                frames = _3dhp_motion(rng, job.seed, job.name, subject, seq, frame_numbers).frames(body)
                 world = body.joints("mpi_inf_3dhp_28", frames)
                 figures = figures_of(body, frames)
                 scene = Scene.random(job.seed, job.name, subject, seq)
@@ -173,6 +201,24 @@ _SMPL_DT = 6 / 30.0  # every sixth frame of a 30 fps video
 _SMPL_PLACES = ("courtyard", "downtown", "outdoors", "flat", "office", "park")
 
 
+def _smpl_sequence(rng: np.random.Generator, seed: int, dataset: str, index: int, frames) -> tuple[str, Motion]:
+    """(name, motion at the given frames) of sequence ``index``: the first draws of its stream ``rng``."""
+    style = styles(rng, 1)[0]
+    name = f"{_SMPL_PLACES[int(rng.integers(len(_SMPL_PLACES)))]}_{style}_{index:02d}"
+    times = rng.uniform(0, 30) + _SMPL_DT * np.asarray(frames)
+    return name, generate_motion(style, times, seed, dataset, name, radius=1500.0)
+
+
+def smpl_motion(seed: int, dataset: str, name: str, frames) -> Motion:
+    """The motion of sequence ``name`` (``<place>_<style>_<index>``) at the given frames."""
+    index = name.rpartition("_")[2]
+    if index.isdigit():
+        drawn, motion = _smpl_sequence(rng_for(seed, dataset, "sequence", int(index)), seed, dataset, int(index), frames)
+        if drawn == name:
+            return motion
+    raise ValueError(f"{dataset} (world seed {seed}) has no sequence {name!r}")
+
+
 def _demo_smpl(job: Job) -> int:
     per_split, num_frames = {
         "demo": ({"train": 9, "validation": 2, "test": 2}, 45),
@@ -184,14 +230,11 @@ def _demo_smpl(job: Job) -> int:
         (job.out / "sequenceFiles" / split).mkdir(parents=True)
         for _ in range(sequences):
             rng = job.rng("sequence", index)
-            style = styles(rng, 1)[0]
-            name = f"{_SMPL_PLACES[int(rng.integers(len(_SMPL_PLACES)))]}_{style}_{index:02d}"
+            name, motion = _smpl_sequence(rng, job.seed, job.name, index, np.arange(num_frames))
             index += 1
             body = Body(Subject.random(job.seed, job.name, name))
-            times = rng.uniform(0, 30) + _SMPL_DT * np.arange(num_frames)
-            motion = generate_motion(style, times, job.seed, job.name, name, radius=1500.0)
             frames = motion.frames(body)
-            cameras = handheld_cameras(rng, times, frames.origins[:, 0, :2], _SMPL_FRAME, 1960.0)
+            cameras = handheld_cameras(rng, motion.times, frames.origins[:, 0, :2], _SMPL_FRAME, 1960.0)
             scene = Scene.random(job.seed, job.name, name)
             figures = figures_of(body, frames)
             boxes = np.zeros((num_frames, 4), dtype=np.float32)
