@@ -16,10 +16,24 @@ Each, and the initial model itself (0 further steps, the reference), is scored o
 mean distance (mm) of ALL the model's joints, of every format, from the autoencoder's reconstruction of
 them, i.e. how far the predicted skeletons are from being one body read off in several formats. It is
 measured with the autoencoder the regularised modes learnt from, as the paper's is.
+
+Consistency is not correctness. Skeletons can agree under the autoencoder and all be wrong together, and
+the yardstick is the very autoencoder the regularised modes were trained to agree with, which favours
+them by construction; a test set's labels, in one format, say nothing of the others. The demo world
+knows every test crop's true body in every format (``evaluation.truth_scores``), so a fourth measure
+makes what the paper cannot, on each test set the world regenerates: MPJPE, all formats, vs truth. Each
+format the model outputs is scored against the world's true joints of that format (root-relative MPJPE
+about the format's ``root_joints``, mean over the test crops), then the formats are averaged, each
+counting once (the JSON keeps each format's). No autoencoder takes part: regularisation that made the
+formats agree by moving them towards the body lowers it, agreement on a wrong body does not. Test sets
+the world cannot regenerate (recordings) have no such score (— in the tables, null in the JSON), and its
+means are over those that have one. Each test set's truth is checked against its labels and computed
+once, for all the models.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,14 +41,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from assets.locations import Location, location
-from evaluation.benchmark import score
+from assets.store import open_store
+from evaluation.benchmark import predict_split, score
 from evaluation.experiment_files import counted, json_text, training_time_cells, write_files
 from evaluation.plots import figure_png, plt
+from evaluation.truth_scores import EvaluationSet, mpjpe_by_format, true_test_poses
 from model.distributed import launch_training
 from model.estimator import MODES, PoseEstimator
 
 INITIAL = "initial"  # the reference row: the initial model, not fine-tuned further
-METRICS = {"mpjpe_mm": "MPJPE", "pa_mpjpe_mm": "PA-MPJPE", "consistency_mm": "consistency"}
+ALL_FORMATS = "all_formats_mpjpe_mm"  # against the world's truth: NaN on a test set without it
+METRICS = {"mpjpe_mm": "MPJPE", "pa_mpjpe_mm": "PA-MPJPE", "consistency_mm": "consistency",
+           ALL_FORMATS: "MPJPE, all formats, vs truth"}
+BY_FORMAT = "mpjpe_by_format_mm"  # a row's {format: MPJPE vs truth} behind ALL_FORMATS ({}: no truth)
 REPORT_FILE, DATA_FILE, PLOT_FILE = "consistency.md", "consistency.json", "consistency_scores.png"
 
 
@@ -62,11 +81,20 @@ SMALL = ConsistencyExperimentSettings(steps=400)
 TINY = ConsistencyExperimentSettings(steps=1)  # seconds, for tests: the runs and the report, not their results
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _mm(value) -> str:
+    """A table cell of millimetres: "—" where there is no value (a test set without the world's truth)."""
+    return f"{value:.1f}" if _finite(value) else "—"
+
+
 @dataclass
 class ConsistencyResult:
-    """``rows``: one per (model, test set): model (``INITIAL`` or a mode), dataset, skeleton, examples and
-    the ``METRICS`` (mm). ``runs``: one per mode: mode, steps, resumed_from (= steps: an earlier identical
-    run was reused), seconds, images_per_second, final_loss, model_path."""
+    """``rows``: one per (model, test set): model (``INITIAL`` or a mode), dataset, skeleton, examples, the
+    ``METRICS`` (mm) and ``BY_FORMAT``. ``runs``: one per mode: mode, steps, resumed_from (= steps: an earlier
+    identical run was reused), seconds, images_per_second, final_loss, model_path."""
 
     rows: list[dict]
     runs: list[dict]
@@ -81,14 +109,30 @@ class ConsistencyResult:
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(row["dataset"] for row in self.rows))
 
+    def scored(self, metric: str) -> list[str]:
+        """The test sets with a value of ``metric`` (of ``ALL_FORMATS``: those with the world's truth)."""
+        return list(dict.fromkeys(row["dataset"] for row in self.rows if _finite(row[metric])))
+
     def find(self, model: str, dataset: str) -> dict:
         return next(row for row in self.rows if (row["model"], row["dataset"]) == (model, dataset))
 
     def mean(self, model: str, metric: str) -> float:
-        """The mean over test sets (each counts once, whatever its size)."""
-        return float(np.mean([row[metric] for row in self.rows if row["model"] == model]))
+        """The mean over the test sets with a value (each counts once, whatever its size); NaN where none has."""
+        values = [row[metric] for row in self.rows if row["model"] == model and _finite(row[metric])]
+        return float(np.mean(values)) if values else float("nan")
+
+    def format_means(self, model: str) -> dict[str, float]:
+        """{format: mean over the test sets with truth of its MPJPE vs truth} of ``model``'s output formats."""
+        by_format: dict[str, list[float]] = {}
+        for row in self.rows:
+            if row["model"] == model:
+                for skeleton, value in row[BY_FORMAT].items():
+                    by_format.setdefault(skeleton, []).append(value)
+        return {skeleton: float(np.mean(values)) for skeleton, values in by_format.items()}
 
     def markdown(self) -> str:
+        with_truth = self.scored(ALL_FORMATS)
+        others = " (— on the others); its means are over those" if len(with_truth) < len(self.datasets) else ""
         lines = [
             "# Consistency experiment: separate heads against consistency regularisation", "",
             f"Every mode fine-tuned for {counted(self.steps, 'step')} from the initial model (separate heads), with the "
@@ -96,14 +140,18 @@ class ConsistencyResult:
             "Errors in mm on each test set's test split:", "",
             "- MPJPE, PA-MPJPE: in the test set's own skeleton format (root-relative; Procrustes-aligned).",
             "- consistency: mean distance of every format's predicted joints from the autoencoder's "
-            "reconstruction of them (0: the formats agree on one body, as the autoencoder sees bodies).", "",
+            "reconstruction of them (0: the formats agree on one body, as the autoencoder sees bodies).",
+            f"- {METRICS[ALL_FORMATS]}: every format the model outputs against the demo world's true joints of that "
+            "format (root-relative MPJPE), averaged over the formats; no autoencoder involved: are the skeletons of "
+            f"all formats each right, not only consistent? On the {len(with_truth)} of {len(self.datasets)} test "
+            f"sets the world regenerates{others}.", "",
             "## Mean over the test sets", "",
             "| model | " + " | ".join(METRICS.values()) + " | training s | crops/s |",
             "|---|" + "---|" * (len(METRICS) + 2),
         ]
         runs = {run["mode"]: run for run in self.runs}
         for model in self.models:
-            cells = [f"{self.mean(model, metric):.1f}" for metric in METRICS] + training_time_cells(runs.get(model))
+            cells = [_mm(self.mean(model, metric)) for metric in METRICS] + training_time_cells(runs.get(model))
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         for metric, title in METRICS.items():
             lines += ["", f"## {title} per test set", "", "| test set | format | examples | " + " | ".join(self.models)
@@ -111,21 +159,36 @@ class ConsistencyResult:
             for dataset in self.datasets:
                 first = self.find(INITIAL, dataset)
                 lines.append(f"| {dataset} | {first['skeleton']} | {first['examples']} | "
-                             + " | ".join(f"{self.find(model, dataset)[metric]:.1f}" for model in self.models) + " |")
-            lines.append("| mean | | | " + " | ".join(f"{self.mean(model, metric):.1f}" for model in self.models) + " |")
+                             + " | ".join(_mm(self.find(model, dataset)[metric]) for model in self.models) + " |")
+            lines.append("| mean | | | " + " | ".join(_mm(self.mean(model, metric)) for model in self.models) + " |")
+        if with_truth:
+            means = {model: self.format_means(model) for model in self.models}
+            formats = list(dict.fromkeys(skeleton for model in self.models for skeleton in means[model]))
+            lines += ["", f"## MPJPE vs truth per output format, mean over the {counted(len(with_truth), 'test set')} "
+                          "with truth", "", "| format | " + " | ".join(self.models) + " |",
+                      "|---|" + "---|" * len(self.models)]
+            lines += [f"| {skeleton} | " + " | ".join(_mm(means[model].get(skeleton)) for model in self.models) + " |"
+                      for skeleton in formats]
         return "\n".join(lines) + "\n"
 
     def plots_png(self) -> dict[str, bytes]:
         """{file name: PNG}: the mean of each metric per model, one panel per metric."""
-        figure, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6), dpi=100)
+        columns = 2
+        lines = math.ceil(len(METRICS) / columns)
+        figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.6 * lines), dpi=100, squeeze=False)
         colours = plt.cm.tab10(np.arange(len(self.models)))
-        for panel, (metric, title) in zip(axes, METRICS.items()):
+        for panel in axes.flat[len(METRICS):]:
+            panel.set_visible(False)
+        for panel, (metric, title) in zip(axes.flat, METRICS.items()):
             values = [self.mean(model, metric) for model in self.models]
             panel.bar(range(len(values)), values, color=colours)
             panel.set_xticks(range(len(values)), self.models, rotation=30, fontsize=8)
-            panel.set(title=f"{title}, mean over {len(self.datasets)} test sets", ylabel="mm")
+            panel.set(title=f"{title}, mean over {counted(len(self.scored(metric)), 'test set')}", ylabel="mm")
             panel.title.set_fontsize(9)
             panel.grid(axis="y", alpha=0.3)
+            if not self.scored(metric):
+                panel.text(0.5, 0.5, "no test set with the world's truth", transform=panel.transAxes, ha="center",
+                           fontsize=8)
         figure.suptitle(f"each mode: {counted(self.steps, 'step')} from the initial model", fontsize=9)
         figure.tight_layout()
         return {PLOT_FILE: figure_png(figure)}
@@ -139,10 +202,47 @@ class ConsistencyResult:
                                     **self.plots_png()})
 
 
-def _score_row(model: str, estimator, dataset: str, store_path, acae) -> dict:
-    result = score(estimator, store_path, acae=acae)
-    return {"model": model, "dataset": dataset, "skeleton": result["skeleton"], "examples": result["examples"],
-            **{metric: result["metrics"][metric] for metric in METRICS}}
+def score_on_test_sets(model: str, estimator, test_sets: Sequence[EvaluationSet], acae, *,
+                       world_seed: int | None = None, truths: dict | None = None,
+                       progress: Callable[[str], None] | None = None) -> list[dict]:
+    """The rows of ``estimator`` (named ``model``) on each test set (``ConsistencyResult.rows``, module
+    docstring). ``world_seed``: the demo world's, for the test sets with a ``world_dataset``; ``truths``:
+    {test set name: {format: true joints}}, completed here with the formats the estimator outputs: pass the
+    same dict for every model, and each test set's truth is checked and computed once. A test set with truth
+    is predicted twice, by ``score`` and for the truth's scores (``score`` does not hand its predictions out)."""
+    report = progress or (lambda message: None)
+    truths = {} if truths is None else truths
+    _check_world_seed(test_sets, world_seed)
+    formats = estimator.skeletons()
+    rows = []
+    for test_set in test_sets:
+        result = score(estimator, test_set.store_path, acae=acae)
+        by_format = {}
+        if test_set.world_dataset is not None:
+            known = truths.setdefault(test_set.name, {})
+            missing = [skeleton for skeleton in formats if skeleton not in known]
+            if missing:
+                known.update(true_test_poses(test_set, missing, world_seed))
+                report(f"truth of {test_set.name}'s {len(known[missing[0]])} test crops in "
+                       f"{counted(len(missing), 'format')}")
+            # every test crop, with labels or not: the truth has them all
+            all_joints, _ = predict_split(estimator, open_store(test_set.store_path), "test")
+            by_format = mpjpe_by_format(all_joints, estimator.joint_names,
+                                        {skeleton: known[skeleton] for skeleton in formats})
+        rows.append({"model": model, "dataset": test_set.name, "skeleton": result["skeleton"],
+                     "examples": result["examples"],
+                     **{metric: result["metrics"][metric] for metric in METRICS if metric != ALL_FORMATS},
+                     ALL_FORMATS: float(np.mean(list(by_format.values()))) if by_format else float("nan"),
+                     BY_FORMAT: by_format})
+        report(f"{model} on {test_set.name}: MPJPE {rows[-1]['mpjpe_mm']:.1f} mm, consistency "
+               f"{rows[-1]['consistency_mm']:.1f} mm, all formats vs truth {_mm(rows[-1][ALL_FORMATS])} mm")
+    return rows
+
+
+def _check_world_seed(test_sets: Sequence[EvaluationSet], world_seed: int | None) -> None:
+    with_truth = [test_set.name for test_set in test_sets if test_set.world_dataset is not None]
+    if with_truth and world_seed is None:
+        raise ValueError(f"world_seed: needed for the truth of test sets {', '.join(with_truth)}")
 
 
 def run_consistency_experiment(
@@ -150,9 +250,10 @@ def run_consistency_experiment(
     sources: Sequence,
     initial_model,
     acae,
-    test_stores: Mapping,
+    test_sets: Sequence[EvaluationSet],
     runs_folder,
     *,
+    world_seed: int | None = None,
     nproc: int = 1,
     data_fingerprint: str = "",
     progress: Callable[[str], None] | None = None,
@@ -161,7 +262,8 @@ def run_consistency_experiment(
 
     ``runs``: {mode: its ``model.training.TrainingConfig``}, all of the same length; ``sources``: the
     batch composition (``model.data.Source``); ``acae``: the frozen autoencoder (``model.acae.ACAE``);
-    ``test_stores``: {test set name: store path}. Each run trains in ``runs_folder/<mode>``, on ``nproc``
+    ``test_sets``: where to score, with the world dataset of their truth or None; ``world_seed``: the demo
+    world's (needed where a test set has truth). Each run trains in ``runs_folder/<mode>``, on ``nproc``
     processes, and resumes there a checkpoint of the same settings, sources and ``data_fingerprint`` (the
     caller's digest of the initial model, autoencoder and data): a finished one is reused as it is.
     """
@@ -172,17 +274,14 @@ def run_consistency_experiment(
     if not runs or wrong or len(lengths) != 1:
         raise ValueError(f"runs: expected {{mode: its training config}}, all of the same steps; got modes "
                          f"{ {mode: config.mode for mode, config in runs.items()} } and steps {sorted(lengths)}")
-    if not test_stores:
-        raise ValueError("test_stores: no test set to score the models on")
+    if not test_sets:
+        raise ValueError("test_sets: no test set to score the models on")
+    _check_world_seed(test_sets, world_seed)
+    truths: dict[str, dict[str, np.ndarray]] = {}  # each test set's, over the models
 
     def score_model(model: str, model_path) -> list[dict]:
-        estimator = PoseEstimator.load(model_path)
-        rows = []
-        for dataset, store_path in test_stores.items():
-            rows.append(_score_row(model, estimator, dataset, store_path, acae))
-            report(f"{model} on {dataset}: MPJPE {rows[-1]['mpjpe_mm']:.1f} mm, consistency "
-                   f"{rows[-1]['consistency_mm']:.1f} mm")
-        return rows
+        return score_on_test_sets(model, PoseEstimator.load(model_path), test_sets, acae, world_seed=world_seed,
+                                  truths=truths, progress=report)
 
     rows = score_model(INITIAL, initial_model)
     trained = []

@@ -13,7 +13,7 @@ moved to the front (``first_dataset``; by default the first of ``batch_3d``), so
 Scoring: a model trained on one dataset knows only that dataset's skeleton format, and an unseen test set
 usually has another, so every test set is scored in ONE format, the evaluation dataset's, which every
 model predicts: against the demo world's TRUE joints in that format of each test crop, in its camera frame
-(``assets.synthetic.truth``, first checked against the store's own labels). MPJPE (root-relative, the
+(``evaluation.truth_scores``, first checked against the store's own labels). MPJPE (root-relative, the
 format's root) and PA-MPJPE, in mm. A test set is "seen" by a model trained on its dataset (on its
 training split: test splits are always held out), "unseen" otherwise.
 """
@@ -23,19 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
-from assets.joint_names import skeleton_joint_indices
 from assets.locations import Location, location
-from assets.skeletons import get_skeleton
 from assets.store import open_store
-from assets.synthetic.truth import check_truth, true_joints
-from evaluation.benchmark import predict_split
 from evaluation.experiment_files import counted, json_text, training_time_cells, write_files
-from evaluation.metrics import mpjpe, pa_mpjpe
 from evaluation.plots import figure_png, plt
+from evaluation.truth_scores import EvaluationSet, score_against_truth, true_test_poses
 from model.distributed import launch_training
 from model.estimator import PoseEstimator
 
@@ -67,20 +62,11 @@ class ScalingExperimentSettings:
         return sorted({available if n is None else min(n, available) for n in self.subset_sizes})
 
 
-# The demo: 4 runs of 1000 steps with its 41 crops a step (37 3D, 4 2D) at ~130 crops/s on 2 cores (separate
-# heads compute only their own format's joints): ~5 min a run, ~25 min with the scores on 20 test sets
-SMALL = ScalingExperimentSettings(steps=1000)
+# The demo: 4 runs as long as its initial model's (600 steps of 41 crops, 37 3D and 4 2D) at ~155 crops/s on
+# 2 cores (separate heads compute only their own format's joints): under 3 min a run, with the scores on 20
+# test sets about a quarter of an hour
+SMALL = ScalingExperimentSettings(steps=600)
 TINY = ScalingExperimentSettings(steps=1, subset_sizes=(1, None))  # seconds, for tests: the runs and the report
-
-
-@dataclass(frozen=True)
-class EvaluationSet:
-    """A test split to score on: the pipeline's dataset ``name``, its store, and the demo world dataset it
-    was converted from (whose truth ``assets.synthetic.truth`` regenerates)."""
-
-    name: str
-    store_path: str | Path | Location
-    world_dataset: str
 
 
 def split_crops(total: int, count: int, multiple: int = 1) -> list[int]:
@@ -193,29 +179,6 @@ class ScalingResult:
                                     **self.plots_png()})
 
 
-def score_against_truth(estimator, store_path, truth: np.ndarray, evaluation_format: str) -> dict:
-    """examples, mpjpe_mm and pa_mpjpe_mm of ``estimator``'s ``evaluation_format`` joints on the store's test
-    split against ``truth`` [N, J, 3] (camera-frame mm, the split's examples in store order)."""
-    all_joints, indices = predict_split(estimator, open_store(store_path), "test")
-    if truth.shape[0] != len(indices):
-        raise ValueError(f"truth: expected the {len(indices)} test examples of {store_path}, got {truth.shape[0]}")
-    predicted = all_joints[:, skeleton_joint_indices(estimator.joint_names, evaluation_format)]
-    root = get_skeleton(evaluation_format).root_joints
-    return {"examples": int(len(indices)), "mpjpe_mm": float(np.mean(mpjpe(predicted, truth, root_index=root))),
-            "pa_mpjpe_mm": float(np.mean(pa_mpjpe(predicted, truth)))}
-
-
-def true_test_poses(test_set: EvaluationSet, evaluation_format: str, world_seed: int) -> np.ndarray:
-    """The true ``evaluation_format`` joints of the test split, after checking the truth of the store's own
-    format against its labels (a world of another seed, or edited raw files, would score against nonsense)."""
-    indices = open_store(test_set.store_path).split_indices("test")
-    if len(indices) == 0:
-        raise ValueError(f"test set {test_set.name}: no test examples in {test_set.store_path}")
-    check_truth(test_set.store_path, seed=world_seed, dataset=test_set.world_dataset, indices=indices)
-    return true_joints(test_set.store_path, evaluation_format, seed=world_seed, dataset=test_set.world_dataset,
-                       indices=indices)
-
-
 def run_scaling_experiment(
     settings: ScalingExperimentSettings,
     config,
@@ -245,12 +208,14 @@ def run_scaling_experiment(
     sources_2d = [source for source in sources if source.part == "2d"]
     order = nested_order(list(by_name), settings.first_dataset)
     crops_3d = settings.crops_3d or sum(source.count_per_batch for source in by_name.values())
-    if not test_sets:
-        raise ValueError("test_sets: no test set with the demo world's truth to score the models on")
+    without_truth = [test_set.name for test_set in test_sets if test_set.world_dataset is None]
+    if not test_sets or without_truth:
+        raise ValueError("test_sets: the models are scored against the demo world's truth, and "
+                         + (f"{', '.join(without_truth)} have none" if without_truth else "there is no test set"))
     evaluation_format = open_store(by_name[order[0]].store_path).skeleton.name
     truths = {}
     for test_set in test_sets:
-        truths[test_set.name] = true_test_poses(test_set, evaluation_format, world_seed)
+        truths[test_set.name] = true_test_poses(test_set, [evaluation_format], world_seed)[evaluation_format]
         report(f"truth of {test_set.name}'s {len(truths[test_set.name])} test crops in {evaluation_format}")
 
     subsets, rows = [], []

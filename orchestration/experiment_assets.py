@@ -4,7 +4,8 @@ experiments` (or the UI) materialises them; `dozens demo` and the automation con
     autoencoder_experiment   all-skeleton pseudo-GT -> ACAE sweeps against the closed forms and PCA,
                              scored on the demo world's TRUE poses of held-out subjects
     consistency_experiment   initial model + autoencoder -> the four final modes fine-tuned alike, scored
-                             for accuracy and cross-format consistency on the benchmark test sets
+                             for accuracy and cross-format consistency on the benchmark test sets, and
+                             in every output format against the demo world's TRUE joints
     scaling_experiment       training stores -> models trained from scratch on 1, 4, 12 and all 3D
                              datasets, scored in one format against the demo world's TRUE joints of
                              test sets seen and unseen in training
@@ -50,6 +51,24 @@ def _preset(size: str, small, tiny):
 def experiment_test_sets(config: PipelineConfig) -> list[str]:
     """The test sets the experiments score on: the benchmark's, or else the 3D training datasets."""
     return list(config.benchmark.datasets or config.training.batch_3d)
+
+
+def evaluation_sets(config: PipelineConfig, progress, *, truth_only: bool = False) -> list:
+    """The ``experiment_test_sets`` as ``evaluation.truth_scores.EvaluationSet``s, their stores local, each with
+    the demo world dataset it was generated as where the world regenerates its truth (else None; left out
+    with ``truth_only``)."""
+    from assets.synthetic.truth import has_truth
+    from evaluation.truth_scores import EvaluationSet
+    from orchestration.stages import generated_datasets
+
+    synthetic = set(generated_datasets(config)[0])
+    test_sets = []
+    for name in experiment_test_sets(config):
+        world = config.datasets[name].raw.name
+        world = world if name in synthetic and has_truth(world) else None
+        if world is not None or not truth_only:
+            test_sets.append(EvaluationSet(name, local_published(config.training_store_path(name), progress), world))
+    return test_sets
 
 
 def runs_fingerprint(config: PipelineConfig, files=()) -> str:
@@ -117,7 +136,8 @@ def build_experiment_assets(config: PipelineConfig) -> list:
               group_name=EXPERIMENTS_GROUP, kinds={"markdown", "pytorch"},
               description="The consistency experiment: the initial model fine-tuned alike in each final mode "
                           "(separate, consistency, latent, hybrid), scored with the initial model for MPJPE, "
-                          "PA-MPJPE and consistency with the autoencoder on the benchmark test sets.")
+                          "PA-MPJPE and consistency with the autoencoder on the benchmark test sets, and for the "
+                          "MPJPE of all its output formats against the demo world's true joints.")
     def consistency_experiment(context: dg.AssetExecutionContext, config: ExperimentRun) -> dg.MaterializeResult:
         from evaluation.consistency_experiment import SMALL, TINY, run_consistency_experiment
         from evaluation.experiment_files import RUNS_FOLDER
@@ -129,13 +149,12 @@ def build_experiment_assets(config: PipelineConfig) -> list:
         runs = {mode: training_config(pipeline, RunSettings(steps=settings.steps, learning_rate=final.learning_rate,
                                                             mode=mode, consistency_examples=final.consistency_examples))
                 for mode in settings.modes}
-        test_stores = {name: local_published(pipeline.training_store_path(name), progress)
-                       for name in experiment_test_sets(pipeline)}
         folder = experiments_root(pipeline) / "consistency"
         result = run_consistency_experiment(
-            runs, training_sources(pipeline, progress), initial_path, ACAE.load(acae_path), test_stores,
-            folder / RUNS_FOLDER, nproc=pipeline.training.nproc,
-            data_fingerprint=runs_fingerprint(pipeline, (initial_path, acae_path)), progress=progress)
+            runs, training_sources(pipeline, progress), initial_path, ACAE.load(acae_path),
+            evaluation_sets(pipeline, progress), folder / RUNS_FOLDER, world_seed=pipeline.demo_seed,
+            nproc=pipeline.training.nproc, data_fingerprint=runs_fingerprint(pipeline, (initial_path, acae_path)),
+            progress=progress)
         return dg.MaterializeResult(metadata=_metadata(config.size, result, folder, result.write(folder)))
 
     @dg.asset(deps=[dg.AssetKey("training_pool"), *_store_deps(pipeline, experiment_test_sets(pipeline))],
@@ -144,23 +163,17 @@ def build_experiment_assets(config: PipelineConfig) -> list:
                           "datasets (the same steps and crops per step), scored in the first dataset's format "
                           "against the demo world's true joints on test sets seen and unseen in training.")
     def scaling_experiment(context: dg.AssetExecutionContext, config: ExperimentRun) -> dg.MaterializeResult:
-        from assets.synthetic.truth import has_truth
         from evaluation.experiment_files import RUNS_FOLDER
-        from evaluation.scaling_experiment import SMALL, TINY, EvaluationSet, run_scaling_experiment
-        from orchestration.stages import generated_datasets
+        from evaluation.scaling_experiment import SMALL, TINY, run_scaling_experiment
 
         settings = _preset(config.size, SMALL, TINY)
         progress = step_progress(context)
         initial = pipeline.training.initial  # every run learns from scratch as the pipeline's initial run does
         run = training_config(pipeline, RunSettings(steps=settings.steps, learning_rate=initial.learning_rate,
                                                     mode="separate"))
-        synthetic = set(generated_datasets(pipeline)[0])
-        test_sets = [EvaluationSet(name, local_published(pipeline.training_store_path(name), progress),
-                                   pipeline.datasets[name].raw.name)
-                     for name in experiment_test_sets(pipeline)
-                     if name in synthetic and has_truth(pipeline.datasets[name].raw.name)]
         folder = experiments_root(pipeline) / "scaling"
-        result = run_scaling_experiment(settings, run, training_sources(pipeline, progress), test_sets,
+        result = run_scaling_experiment(settings, run, training_sources(pipeline, progress),
+                                        evaluation_sets(pipeline, progress, truth_only=True),
                                         folder / RUNS_FOLDER, world_seed=pipeline.demo_seed,
                                         nproc=pipeline.training.nproc, data_fingerprint=runs_fingerprint(pipeline),
                                         progress=progress)

@@ -111,8 +111,10 @@ def test_the_autoencoder_experiment_runs_on_the_pipelines_pseudo_gt_and_only_whe
 
 
 def test_the_consistency_experiment_fine_tunes_every_mode_from_the_initial_model(pipeline):
-    from evaluation.benchmark import score
-    from evaluation.consistency_experiment import INITIAL, METRICS, TINY
+    from assets.store import open_store
+    from evaluation.benchmark import predict_split, score
+    from evaluation.consistency_experiment import ALL_FORMATS, BY_FORMAT, INITIAL, METRICS, TINY
+    from evaluation.truth_scores import EvaluationSet, mpjpe_by_format, true_test_poses
     from model.acae import ACAE
     from model.estimator import PoseEstimator
     from orchestration.cli import experiments
@@ -129,15 +131,28 @@ def test_the_consistency_experiment_fine_tunes_every_mode_from_the_initial_model
     test_sets = config.benchmark.datasets
     assert sorted((row["model"], row["dataset"]) for row in report["rows"]) == sorted(
         (model, name) for model in (INITIAL, *TINY.modes) for name in test_sets)
+    # both test sets are the demo world's: every metric, the truth's too, has a value everywhere
     assert all(math.isfinite(row[metric]) for row in report["rows"] for metric in METRICS)
-    # the reference row is the initial model as the pipeline trained it, scored like the benchmark does
+    # the reference row is the initial model as the pipeline trained it, scored like the benchmark does, and
+    # each of its formats against that format's truth
     initial, acae = PoseEstimator.load(output(config, "initial_model")), ACAE.load(output(config, "acae"))
+    assert len(initial.skeletons()) > 1
     for name in test_sets:
-        direct = score(initial, config.training_store_path(name), acae=acae)["metrics"]
+        path = config.training_store_path(name)
+        direct = score(initial, path, acae=acae)["metrics"]
         row = next(row for row in report["rows"] if (row["model"], row["dataset"]) == (INITIAL, name))
-        assert all(row[metric] == pytest.approx(direct[metric], rel=1e-6) for metric in METRICS)
+        assert all(row[metric] == pytest.approx(direct[metric], rel=1e-6)
+                   for metric in METRICS if metric != ALL_FORMATS)
+        truths = true_test_poses(EvaluationSet(name, path, name), initial.skeletons(), world_seed=config.demo_seed)
+        by_format = mpjpe_by_format(predict_split(initial, open_store(path))[0], initial.joint_names, truths)
+        assert list(row[BY_FORMAT]) == initial.skeletons() and all(value > 0 for value in by_format.values())
+        assert row[BY_FORMAT] == pytest.approx(by_format, rel=1e-6)
+        assert row[ALL_FORMATS] == pytest.approx(np.mean(list(by_format.values())), rel=1e-6)
+        # the store's own format: its labels are its truth
+        assert row[BY_FORMAT][row["skeleton"]] == pytest.approx(row["mpjpe_mm"], abs=1e-2)
     table = (folder / "consistency.md").read_text()
     assert all(f"| {mode} |" in table for mode in (INITIAL, *TINY.modes))
+    assert f"## {METRICS[ALL_FORMATS]} per test set" in table and "per output format" in table
     assert (folder / "consistency_scores.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -1,5 +1,6 @@
 """The pure logic of the consistency and data-scaling experiments (evaluation/consistency_experiment.py,
-evaluation/scaling_experiment.py): batch shares, subsets, scoring against the truth and the reports.
+evaluation/scaling_experiment.py, evaluation/truth_scores.py): batch shares, subsets, scoring against the
+truth and the reports.
 Their training runs are exercised on the tiny pipeline (tests/test_pipeline.py)."""
 
 import json
@@ -10,15 +11,16 @@ import pytest
 
 from assets.converters import get_converter
 from assets.converters.common import convert
-from assets.joint_names import union_joint_names
+from assets.joint_names import split_union_joint_name, union_joint_names
 from assets.skeletons import get_skeleton
 from assets.store import open_store
 from assets.synthetic.truth import true_joints
-from evaluation.consistency_experiment import (INITIAL, METRICS as CONSISTENCY_METRICS, ConsistencyExperimentSettings,
-                                               ConsistencyResult, run_consistency_experiment)
-from evaluation.scaling_experiment import (DATA_FILE, PLOT_FILE, REPORT_FILE, EvaluationSet, ScalingExperimentSettings,
-                                           ScalingResult, nested_order, score_against_truth, split_crops,
-                                           true_test_poses)
+from evaluation.consistency_experiment import (ALL_FORMATS, BY_FORMAT, INITIAL, METRICS as CONSISTENCY_METRICS,
+                                               ConsistencyExperimentSettings, ConsistencyResult,
+                                               run_consistency_experiment, score_on_test_sets)
+from evaluation.scaling_experiment import (DATA_FILE, PLOT_FILE, REPORT_FILE, ScalingExperimentSettings, ScalingResult,
+                                           nested_order, split_crops)
+from evaluation.truth_scores import EvaluationSet, score_against_truth, true_test_poses
 from model.training import TrainingConfig
 
 PNG_SIGNATURE = b"\x89PNG"
@@ -64,7 +66,14 @@ def test_settings_are_checked():
 def test_consistency_runs_must_be_their_modes_of_one_length(tmp_path):
     runs = {"separate": TrainingConfig(mode="separate", steps=2), "consistency": TrainingConfig(mode="latent", steps=2)}
     with pytest.raises(ValueError, match="all of the same steps"):
-        run_consistency_experiment(runs, [], tmp_path / "initial.pt", None, {"set": tmp_path}, tmp_path)
+        run_consistency_experiment(runs, [], tmp_path / "initial.pt", None, [EvaluationSet("set", tmp_path)], tmp_path)
+
+
+def test_test_sets_with_truth_need_the_world_seed_before_anything_runs(tmp_path):
+    runs = {"separate": TrainingConfig(mode="separate", steps=2)}
+    test_sets = [EvaluationSet("recording", tmp_path), EvaluationSet("demo_h36m", tmp_path, "demo_h36m")]
+    with pytest.raises(ValueError, match="world_seed: needed for the truth of test sets demo_h36m$"):
+        run_consistency_experiment(runs, [], tmp_path / "initial.pt", None, test_sets, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,6 +90,9 @@ class _Replay:
         self.given += len(crops)
         return batch
 
+    def skeletons(self):
+        return list(dict.fromkeys(split_union_joint_name(name)[1] for name in self.joint_names))
+
 
 @pytest.fixture(scope="module")
 def h36m_test_set(tiny_world, tmp_path_factory):
@@ -91,7 +103,7 @@ def h36m_test_set(tiny_world, tmp_path_factory):
 
 def test_scores_against_the_truth_are_those_of_the_test_crops_in_the_evaluation_format(h36m_test_set):
     evaluation_format = "smpl_24"
-    truth = true_test_poses(h36m_test_set, evaluation_format, world_seed=0)
+    truth = true_test_poses(h36m_test_set, [evaluation_format], world_seed=0)[evaluation_format]
     indices = open_store(h36m_test_set.store_path).split_indices("test")
     np.testing.assert_array_equal(truth, true_joints(h36m_test_set.store_path, evaluation_format, seed=0,
                                                      indices=indices))
@@ -117,7 +129,80 @@ def test_the_truth_is_checked_against_the_test_sets_own_labels(h36m_test_set):
     from assets.synthetic.truth import TruthMismatchError
 
     with pytest.raises(TruthMismatchError, match="another seed"):
-        true_test_poses(h36m_test_set, "h36m_17", world_seed=3)
+        true_test_poses(h36m_test_set, ["h36m_17"], world_seed=3)
+
+
+class _Identity:
+    """An autoencoder that reconstructs every pose as it is: consistency 0."""
+
+    @staticmethod
+    def reconstruct(poses):
+        return poses
+
+
+ALL_FORMATS_OUTPUTS = ("h36m_17", "smpl_24", "lsp_14")  # lsp_14 has no pelvis: its root is the hips' midpoint
+PERTURBATION_MM = np.array([30.0, 40.0, 0.0])  # 50 mm on every joint but the roots
+
+
+def test_every_output_format_is_scored_against_its_truth_and_test_sets_without_truth_get_none(h36m_test_set,
+                                                                                              monkeypatch):
+    import evaluation.consistency_experiment as experiment
+
+    joint_names = union_joint_names(ALL_FORMATS_OUTPUTS)
+    truths = true_test_poses(h36m_test_set, ALL_FORMATS_OUTPUTS, world_seed=0)
+    examples = len(truths["h36m_17"])
+    recording = EvaluationSet("recording", h36m_test_set.store_path)  # the same crops, said to have no truth
+
+    def outputs(perturbed: bool) -> np.ndarray:
+        """Every format's true joints, perturbed: moved rigidly (root-relative errors ignore that) and every
+        joint but the format's roots 50 mm further."""
+        poses = np.empty((examples, len(joint_names), 3))
+        for skeleton in ALL_FORMATS_OUTPUTS:
+            joints = truths[skeleton].copy()
+            if perturbed:
+                joints += [30.0, -20.0, 400.0]
+                others = np.setdiff1d(np.arange(joints.shape[1]), get_skeleton(skeleton).root_joints)
+                joints[:, others] += PERTURBATION_MM
+            own = [joint_names.index(f"{joint}_{skeleton}") for joint in get_skeleton(skeleton).joint_names]
+            poses[:, own] = joints
+        return poses
+
+    computed = []
+    monkeypatch.setattr(experiment, "true_test_poses",
+                        lambda *args: computed.append(args[1]) or true_test_poses(*args))
+    cache = {}
+
+    def rows(model: str, perturbed: bool) -> list[dict]:  # predictions asked for: scores, truth's scores, recording's
+        replay = _Replay(joint_names, np.concatenate([outputs(perturbed)] * 3))
+        return score_on_test_sets(model, replay, [h36m_test_set, recording], _Identity(), world_seed=0, truths=cache)
+
+    none = pytest.approx(0, abs=1e-9 * max(np.abs(truth).max() for truth in truths.values()))
+    exact, without_truth = rows("exact", perturbed=False)
+    assert list(exact[BY_FORMAT]) == list(ALL_FORMATS_OUTPUTS)
+    assert exact[ALL_FORMATS] == none and all(value == none for value in exact[BY_FORMAT].values())
+    assert exact["consistency_mm"] == 0 and exact["mpjpe_mm"] < 1e-2  # the labels are the truth in float32
+    assert math.isnan(without_truth[ALL_FORMATS]) and without_truth[BY_FORMAT] == {}
+    assert without_truth["mpjpe_mm"] == exact["mpjpe_mm"]  # the other metrics do not need the truth
+
+    off, without_truth = rows("off", perturbed=True)
+    length = np.linalg.norm(PERTURBATION_MM)
+    expected = {skeleton: length * (1 - len(get_skeleton(skeleton).root_joints) / get_skeleton(skeleton).num_joints)
+                for skeleton in ALL_FORMATS_OUTPUTS}
+    assert off[BY_FORMAT] == pytest.approx(expected, rel=1e-9)
+    assert off[ALL_FORMATS] == pytest.approx(np.mean(list(expected.values())), rel=1e-9)
+    assert off["mpjpe_mm"] == pytest.approx(off[BY_FORMAT]["h36m_17"], abs=1e-2)  # vs labels: the own format's
+    assert math.isnan(without_truth[ALL_FORMATS])
+    assert computed == [list(ALL_FORMATS_OUTPUTS)] and set(cache) == {"demo_h36m"}  # once, over the models
+
+
+def test_the_all_format_truth_is_checked_against_the_test_sets_own_labels(h36m_test_set):
+    from assets.synthetic.truth import TruthMismatchError
+
+    joint_names = union_joint_names(ALL_FORMATS_OUTPUTS)
+    replay = _Replay(joint_names, np.zeros((len(open_store(h36m_test_set.store_path).split_indices("test")),
+                                            len(joint_names), 3)))
+    with pytest.raises(TruthMismatchError, match="another seed"):
+        score_on_test_sets("initial", replay, [h36m_test_set], _Identity(), world_seed=3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -158,21 +243,53 @@ def test_the_scaling_report_has_every_test_set_and_size_and_the_means_over_seen_
     assert json.loads((tmp_path / DATA_FILE).read_text())["rows"] == result.rows
 
 
-def test_the_consistency_report_has_every_model_on_every_test_set_and_their_means():
+def consistency_result(with_truth=("demo_h36m", "demo_ghum_35")) -> ConsistencyResult:
     rng = np.random.default_rng(1)
     modes = ("separate", "consistency", "latent", "hybrid")
-    rows = [{"model": model, "dataset": name, "skeleton": "h36m_17", "examples": 8,
-             **{metric: float(rng.uniform(10, 200)) for metric in CONSISTENCY_METRICS}}
-            for model in (INITIAL, *modes) for name in TEST_SETS]
+    rows = []
+    for model in (INITIAL, *modes):
+        for name in TEST_SETS:
+            by_format = ({skeleton: float(rng.uniform(10, 200)) for skeleton in ("h36m_17", "smpl_24")}
+                         if name in with_truth else {})
+            rows.append({"model": model, "dataset": name, "skeleton": "h36m_17", "examples": 8,
+                         **{metric: float(rng.uniform(10, 200)) for metric in CONSISTENCY_METRICS},
+                         ALL_FORMATS: float(np.mean(list(by_format.values()))) if by_format else math.nan,
+                         BY_FORMAT: by_format})
     runs = [{"mode": mode, "steps": 4, "resumed_from": 4 if mode == "latent" else 0, "seconds": 2.0,
              "images_per_second": 9.0, "final_loss": 0.5, "model_path": "m"} for mode in modes]
-    result = ConsistencyResult(rows, runs, steps=4, seconds=10.0)
-    table = result.markdown()
-    assert result.models == [INITIAL, *modes]
+    return ConsistencyResult(rows, runs, steps=4, seconds=10.0)
+
+
+def test_the_consistency_report_has_every_model_on_every_test_set_and_their_means(tmp_path):
+    result = consistency_result()
+    rows, table = result.rows, result.markdown()
+    assert result.models == [INITIAL, "separate", "consistency", "latent", "hybrid"]
     for row in rows:
-        assert all(f"{row[metric]:.1f}" in table for metric in CONSISTENCY_METRICS)
+        assert all(f"{row[metric]:.1f}" in table for metric in CONSISTENCY_METRICS if math.isfinite(row[metric]))
     for model in result.models:
-        mean = np.mean([row["consistency_mm"] for row in rows if row["model"] == model])
-        assert result.mean(model, "consistency_mm") == pytest.approx(mean)
-    assert f"| latent | {result.mean('latent', 'mpjpe_mm'):.1f} |" in table and "| reused |" in table
+        for metric in ("consistency_mm", ALL_FORMATS):  # the truth's mean: over the test sets that have it
+            mean = np.mean([row[metric] for row in rows if row["model"] == model and math.isfinite(row[metric])])
+            assert result.mean(model, metric) == pytest.approx(mean)
+    assert result.scored(ALL_FORMATS) == ["demo_h36m", "demo_ghum_35"] and result.scored("mpjpe_mm") == list(TEST_SETS)
+    means = [result.mean("latent", metric) for metric in CONSISTENCY_METRICS]
+    assert "| latent | " + " | ".join(f"{mean:.1f}" for mean in means) + " | reused |" in table
+    section = table.split(f"## {CONSISTENCY_METRICS[ALL_FORMATS]} per test set")[1].split("##")[0]
+    assert "| demo_smpl | h36m_17 | 8 | " + " | ".join(["—"] * len(result.models)) + " |" in section
+    per_format = table.split("## MPJPE vs truth per output format")[1]
+    for skeleton in ("h36m_17", "smpl_24"):
+        line = next(line for line in per_format.splitlines() if line.startswith(f"| {skeleton} |"))
+        assert line == f"| {skeleton} | " + " | ".join(f"{result.format_means(model)[skeleton]:.1f}"
+                                                        for model in result.models) + " |"
+    result.write(tmp_path)
+    written = json.loads((tmp_path / "consistency.json").read_text())["rows"]
+    assert [row[ALL_FORMATS] for row in written] == [row[ALL_FORMATS] if math.isfinite(row[ALL_FORMATS]) else None
+                                                     for row in rows]
+    assert (tmp_path / "consistency_scores.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_consistency_report_without_any_truth_says_so():
+    result = consistency_result(with_truth=())
+    table = result.markdown()
+    assert "On the 0 of 3 test sets" in table and "per output format" not in table
+    assert math.isnan(result.mean(INITIAL, ALL_FORMATS))
     assert result.plots_png()["consistency_scores.png"].startswith(PNG_SIGNATURE)
