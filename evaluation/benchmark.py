@@ -34,15 +34,16 @@ def predict_split(estimator, store, split: str = "test", batch_size: int = 64, f
     return np.concatenate(outputs), indices
 
 
-def score(estimator, store_path, *, split: str = "test", acae=None) -> dict:
+def score(estimator, store_path, *, split: str = "test", acae=None, predictions=None) -> dict:
     """Metrics of ``estimator`` on a store's split, in the store's own skeleton.
 
     Root-relative metrics (MPJPE, PCK, AUC, the PCK curve, per-joint errors) use ``skeleton.root_joints``:
     the pelvis, or the hip midpoint in a format without one; ``result["root"]`` names it.
+    ``predictions``: ``predict_split``'s result for this estimator and split, when the caller has it already.
     """
     store = open_store(store_path)
     skeleton = store.skeleton
-    all_joints, indices = predict_split(estimator, store, split)
+    all_joints, indices = predictions if predictions is not None else predict_split(estimator, store, split)
     pred = all_joints[:, skeleton_joint_indices(estimator.joint_names, skeleton.name)]
     gt = store["pose3d"].get_orthogonal_selection((indices,)).astype(np.float64)
     labelled = np.isfinite(gt).all(axis=-1).any(axis=-1)

@@ -208,15 +208,16 @@ def score_on_test_sets(model: str, estimator, test_sets: Sequence[EvaluationSet]
     """The rows of ``estimator`` (named ``model``) on each test set (``ConsistencyResult.rows``, module
     docstring). ``world_seed``: the demo world's, for the test sets with a ``world_dataset``; ``truths``:
     {test set name: {format: true joints}}, completed here with the formats the estimator outputs: pass the
-    same dict for every model, and each test set's truth is checked and computed once. A test set with truth
-    is predicted twice, by ``score`` and for the truth's scores (``score`` does not hand its predictions out)."""
+    same dict for every model, and each test set's truth is checked and computed once. Each test set is predicted
+    once, for both."""
     report = progress or (lambda message: None)
     truths = {} if truths is None else truths
     _check_world_seed(test_sets, world_seed)
     formats = estimator.skeletons()
     rows = []
     for test_set in test_sets:
-        result = score(estimator, test_set.store_path, acae=acae)
+        predictions = predict_split(estimator, open_store(test_set.store_path), "test")
+        result = score(estimator, test_set.store_path, acae=acae, predictions=predictions)
         by_format = {}
         if test_set.world_dataset is not None:
             known = truths.setdefault(test_set.name, {})
@@ -226,7 +227,7 @@ def score_on_test_sets(model: str, estimator, test_sets: Sequence[EvaluationSet]
                 report(f"truth of {test_set.name}'s {len(known[missing[0]])} test crops in "
                        f"{counted(len(missing), 'format')}")
             # every test crop, with labels or not: the truth has them all
-            all_joints, _ = predict_split(estimator, open_store(test_set.store_path), "test")
+            all_joints, _ = predictions
             by_format = mpjpe_by_format(all_joints, estimator.joint_names,
                                         {skeleton: known[skeleton] for skeleton in formats})
         rows.append({"model": model, "dataset": test_set.name, "skeleton": result["skeleton"],
