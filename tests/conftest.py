@@ -12,7 +12,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 @event.listens_for(Engine, "connect")
 def _sqlite_without_fsync(connection, _record):
     """The Dagster instances of the tests are thrown away: their SQLite event logs need not survive a power
-    cut, and an fsync per event is a large share of a tiny pipeline's time."""
+    cut, and an fsync per event is a large share of a tiny pipeline's time. Tests whose runs stay in one
+    process use ``DagsterInstance.ephemeral()`` instead: SQLite storage opens a connection per query and a
+    database per run, about a second per tiny run; worker processes and the CLI need the SQLite one."""
     if isinstance(connection, sqlite3.Connection):
         connection.execute("PRAGMA synchronous=OFF")
 

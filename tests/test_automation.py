@@ -68,7 +68,7 @@ def test_automation_conditions_request_exactly_what_the_runner_plans(tiny_world,
         shutil.copytree(tiny_world / name, raw / name)
     path = write_config(tmp_path, raw, list(DEMO_DATASETS), training=TINY_TRAINING,
                         benchmark=["demo_h36m", "demo_smpl"], acae=TINY_ACAE)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         built = run_pipeline(load_config(path), instance, report=lambda _: None)
         assert [o.label for o in built if o.status != "ran"] == [], [o.error for o in built if o.error]
         nothing, cursor = run_like_a_daemon(load_config(path), instance, None)

@@ -17,7 +17,7 @@ from pipeline_config import DEMO_DATASETS, TINY_TRAINING, deliver_h36m_in_metres
 
 def _materialize_partition(config, partition, extra_assets=(), raise_on_error=True):
     _, dataset_defs = build_dataset_assets(config)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         return dg.materialize(
             [*dataset_defs, *extra_assets],
             selection=dg.AssetSelection.assets("dataset", *[a.key for a in extra_assets]),
@@ -46,7 +46,7 @@ def test_pseudo_gt_partition_triangulates_the_converted_dataset(tiny_world, tmp_
     config = load_config(write_config(tmp_path, tiny_world, ["demo_h36m", "demo_multiview2d"]))
     defs = build_definitions(config)
     assert defs.resolve_assets_def("pseudo_gt").partitions_def.get_partition_keys() == ["demo_multiview2d"]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         for job in ("convert_datasets", "triangulate_pseudo_gt"):
             result = defs.resolve_job_def(job).execute_in_process(partition_key="demo_multiview2d", instance=instance)
             assert result.success
@@ -116,7 +116,7 @@ def test_schedule_requests_every_benchmark(tiny_world, tmp_path):
     defs = build_definitions(config)
     schedule = defs.resolve_schedule_def("rebenchmark_schedule")
     assert schedule.cron_schedule == "0 3 * * *"
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                             scheduled_execution_time=datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc))
         requests = list(schedule.evaluate_tick(context).run_requests)
@@ -131,7 +131,7 @@ def test_sensor_observes_new_and_changed_raw_datasets_and_settings(tiny_world, t
     names = ["demo_h36m", "demo_multiview2d", "demo_lsp2d"]
     config = load_config(write_config(tmp_path, raw, names))
     sensor = build_definitions(config).resolve_sensor_def("source_observation_sensor")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         def tick():
             sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
             return {(s, p): observed_version(instance, s, p) for s, versions in source_versions(config).items()

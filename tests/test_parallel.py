@@ -27,7 +27,7 @@ def _overlapping(records) -> bool:
 def test_two_jobs_overlap_and_give_the_same_versions_as_one(tiny_world, tmp_path):
     names = ["demo_h36m", "demo_3dhp", "demo_smpl", "demo_lsp2d"]
     parallel, serial = _world(tiny_world, tmp_path / "parallel", names), _world(tiny_world, tmp_path / "serial", names)
-    with dg.instance_for_test() as one, dg.instance_for_test() as two:
+    with dg.DagsterInstance.ephemeral() as one, dg.instance_for_test() as two:
         assert all(o.status == "ran" for o in run_pipeline(parallel, two, jobs=2, report=lambda _: None))
         assert all(o.status == "ran" for o in run_pipeline(serial, one, jobs=1, report=lambda _: None))
         assert _overlapping([r for r in two.get_run_records() if r.dagster_run.is_success])

@@ -35,7 +35,7 @@ def pipeline(tiny_world, tmp_path_factory):
         shutil.copytree(tiny_world / name, raw / name)
     config = load_config(write_config(folder, raw, list(DEMO_DATASETS), training=TINY_TRAINING,
                                       benchmark=["demo_h36m", "demo_smpl"], acae=TINY_ACAE))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         first = run_pipeline(config, instance, report=lambda _: None)
         yield config, instance, raw, first
 
@@ -68,7 +68,7 @@ def test_the_pipeline_runs_on_an_object_store_and_scores_as_it_does_locally(pipe
     settings["store"]["root"] = f"{fresh_prefix('pipeline')}/stores"
     path.write_text(yaml.safe_dump(settings))
     config = load_config(path)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         first = run_pipeline(config, instance, report=lambda _: None)
         assert _labels(first, "failed") == [], [o.error for o in first if o.error]
         assert len(_labels(first, "ran")) == len(DEMO_DATASETS) + 1 + len(DOWNSTREAM_OF_ANY_TRAINING_SET)

@@ -57,7 +57,7 @@ def real_pipeline(tmp_path_factory):
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(settings))
     config = load_config(path)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield config, run_pipeline(config, instance, report=lambda _: None)
 
 
