@@ -34,7 +34,7 @@ from .motion import Motion, generate_motion
 from .render import Scene, figure_box, render_people
 from .rigs import look_at, random_lens, ring_rig
 from .seeding import rng_for
-from .writing import Job, figures_of, render, styles, take, write_jpeg
+from .writing import Job, figures_of, render, style_named, styles, take, write_jpeg
 
 # Only a square this much larger than the person's box is rendered per frame, over the static camera's
 # empty scene (rendered once): the converters' crops (BOX_PADDING around the joints) stay well inside it
@@ -170,9 +170,7 @@ def h36m_takes(job: Job) -> list[Take]:
 
 def h36m_take_motion(seed: int, dataset: str, subject: str, stem: str, rows) -> Motion:
     """The motion of ``subject``'s take ``stem`` (an action name) at the given video frames (pose file rows)."""
-    style = next((style for style, name in H36M_ACTION_NAMES.items() if name == stem), None)
-    if style is None:
-        raise ValueError(f"{dataset}: no take {stem!r}; the takes: {', '.join(H36M_ACTION_NAMES.values())}")
+    style = style_named(H36M_ACTION_NAMES, stem, dataset, "take")
     start = rng_for(seed, dataset, subject, stem, "start").uniform(0, 30)
     return generate_motion(style, start + np.asarray(rows) / _H36M_FPS, seed, dataset, subject, radius=1000.0)
 

@@ -24,8 +24,8 @@ from .render import Scene, figure_box
 from .release_layouts import write_demo_aspset_17, write_demo_h36m_25
 from .rigs import aimed_beside, crop_around, cut_crop, handheld_cameras, look_at, random_lens, ring_rig
 from .seeding import rng_for
-from .writing import (Job, figures_of, render, save_npy, save_npz, stored_box, styles, take, write_jpeg,
-                      write_json)
+from .writing import (Job, figures_of, render, save_npy, save_npz, stored_box, style_named, styles, take,
+                      write_jpeg, write_json)
 
 # every dataset the world writes -> the converter that reads it (params.yaml's `converter:`)
 READERS = {
@@ -56,9 +56,7 @@ _H36M_FRAME_INTERVAL_S = 0.4
 
 def h36m_motion(seed: int, dataset: str, subject: str, action: str, frames) -> Motion:
     """The motion of ``subject``'s ``action`` (its pose file's stem) at the given frames (the file's rows)."""
-    style = next((style for style, name in _ACTION_NAMES.items() if name == action), None)
-    if style is None:
-        raise ValueError(f"{dataset}: no action {action!r}; the actions: {', '.join(_ACTION_NAMES.values())}")
+    style = style_named(_ACTION_NAMES, action, dataset, "action")
     start = rng_for(seed, dataset, subject, action, "start").uniform(0, 30)
     return generate_motion(style, start + _H36M_FRAME_INTERVAL_S * np.asarray(frames), seed, dataset, subject)
 

@@ -86,3 +86,11 @@ def take(names, size: str) -> tuple:
 
 def styles(rng, count: int) -> list[str]:
     return [str(s) for s in rng.choice(STYLES, size=count, replace=False)]
+
+
+def style_named(names: dict[str, str], name: str, dataset: str, kind: str) -> str:
+    """The motion style a dataset files under ``name`` ({style: name}: its ``kind``s, e.g. actions)."""
+    style = next((style for style, named in names.items() if named == name), None)
+    if style is None:
+        raise ValueError(f"{dataset}: no {kind} {name!r}; the {kind}s: {', '.join(names.values())}")
+    return style
